@@ -1,0 +1,139 @@
+"""Layers: each one a small class with a ``forward`` and the matching ``backward``.
+
+Every layer follows the same contract, so a network is just a list of them:
+
+* ``forward(x, training)`` computes the output and remembers what ``backward`` will need;
+* ``backward(grad_out)`` receives dL/d(output), stores dL/d(parameter) in ``grads`` and returns
+  dL/d(input) (or ``None`` when nothing before the layer needs it);
+* ``params`` / ``grads`` map a parameter's name to its array; ``buffers`` holds saved state that
+  is not trained (none for the layers here);
+* ``config()`` and ``from_config`` describe the layer in the model file, so new layer kinds only
+  need to register themselves here to be saved and loaded.
+
+Arrays are batch-first: ``(N, features)`` for dense layers, ``(N, C, H, W)`` for images.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .init import he_normal
+
+LAYER_TYPES: dict[str, type[Layer]] = {}
+
+
+def register(cls: type[Layer]) -> type[Layer]:
+    """Make a layer class known to the model file format under its class name."""
+    LAYER_TYPES[cls.__name__] = cls
+    return cls
+
+
+class Layer:
+    """Base class: a layer without parameters that passes its input through."""
+
+    params: dict[str, np.ndarray]
+    grads: dict[str, np.ndarray]
+    buffers: dict[str, np.ndarray]
+    #: Whether ``backward`` must return dL/d(input). The network switches it off for the first
+    #: layers, where no one needs that gradient, which saves the largest matrix product of all.
+    needs_input_grad: bool = True
+    #: Layer types that behave differently while training (dropout, batch norm) set this.
+    has_training_mode: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.params, self.grads, self.buffers = {}, {}, {}
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one example's output, given one example's input shape."""
+        return input_shape
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments (the type name is added by the network)."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], dtype=np.float32) -> Layer:
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@register
+class Dense(Layer):
+    """Fully connected layer: ``y = x @ W + b``.
+
+    ``W`` has shape ``(in_features, out_features)`` so that a batch of row vectors multiplies it
+    directly. Backward, for ``g = dL/dy``::
+
+        dL/dW = x.T @ g        dL/db = sum of g over the batch        dL/dx = g @ W.T
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, rng: np.random.Generator | None = None,
+                 dtype=np.float32) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        if rng is None:  # shapes only; the weights are about to be loaded from a file
+            weights = np.zeros((in_features, out_features), dtype=dtype)
+        else:
+            weights = he_normal(in_features, (in_features, out_features), rng, dtype)
+        self.params = {"W": weights, "b": np.zeros(out_features, dtype=dtype)}
+        self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self.x = x
+        return x @ self.params["W"] + self.params["b"]
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        # Written into the existing arrays, so the optimiser can hold on to them.
+        np.matmul(self.x.T, grad_out, out=self.grads["W"])
+        np.sum(grad_out, axis=0, out=self.grads["b"])
+        if not self.needs_input_grad:
+            return None
+        return grad_out @ self.params["W"].T
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.out_features,)
+
+    def config(self) -> dict[str, Any]:
+        return {"in_features": self.in_features, "out_features": self.out_features}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], dtype=np.float32) -> Dense:
+        return cls(config["in_features"], config["out_features"], dtype=dtype)
+
+
+@register
+class ReLU(Layer):
+    """Rectified linear unit: ``y = max(x, 0)``; its derivative is 1 where ``x > 0``, else 0."""
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self.active = x > 0
+        return np.maximum(x, 0)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        return grad_out * self.active
+
+
+@register
+class Flatten(Layer):
+    """Reshape ``(N, ...)`` to ``(N, features)``: images in, vectors out for dense layers."""
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self.input_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        return grad_out.reshape(self.input_shape)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (int(np.prod(input_shape)),)

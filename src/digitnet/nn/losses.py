@@ -1,0 +1,72 @@
+"""Softmax and the cross-entropy loss, fused.
+
+For logits ``z`` and a one-hot target ``y`` the loss of one example is
+
+    L = -sum_k y_k log p_k,   p = softmax(z) = exp(z) / sum_j exp(z_j).
+
+Its gradient with respect to the logits is simply ``p - y``: computing softmax and cross-entropy
+together gives that short, exact form and avoids ever taking ``log(0)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(N, K)`` logits.
+
+    Subtracting each row's maximum first leaves the result unchanged (it cancels in the ratio) but
+    keeps ``exp`` from overflowing: the largest exponent is ``exp(0) = 1``.
+    """
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise ``log(softmax(logits))``, computed without forming ``softmax`` (no ``log(0)``)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def one_hot(labels: np.ndarray, num_classes: int, dtype=np.float32) -> np.ndarray:
+    """Encode integer labels ``(N,)`` as one-hot rows ``(N, num_classes)``."""
+    encoded = np.zeros((labels.shape[0], num_classes), dtype=dtype)
+    encoded[np.arange(labels.shape[0]), labels] = 1
+    return encoded
+
+
+class SoftmaxCrossEntropy:
+    """Mean cross-entropy of softmax probabilities, with optional label smoothing.
+
+    ``forward`` returns the mean loss over the batch and remembers the probabilities;
+    ``backward`` returns dL/dlogits = (p - y) / N.
+
+    Parameters
+    ----------
+    label_smoothing : float, optional
+        Mixes the one-hot target with the uniform distribution: ``y = (1 - e) onehot + e / K``.
+        0 (the default) is the plain textbook loss.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self.label_smoothing = label_smoothing
+
+    def targets(self, labels: np.ndarray, num_classes: int, dtype) -> np.ndarray:
+        """The (possibly smoothed) one-hot target distribution for ``labels``."""
+        y = one_hot(labels, num_classes, dtype)
+        if self.label_smoothing:
+            y = y * (1 - self.label_smoothing) + self.label_smoothing / num_classes
+        return y
+
+    def forward(self, logits: np.ndarray, labels: np.ndarray) -> float:
+        """Mean loss over the batch; ``labels`` are integer class indices."""
+        log_p = log_softmax(logits)
+        self.probabilities = np.exp(log_p)
+        self.target = self.targets(labels, logits.shape[1], logits.dtype)
+        return float(-(self.target * log_p).sum() / logits.shape[0])
+
+    def backward(self) -> np.ndarray:
+        """Gradient of the mean loss with respect to the logits: ``(p - y) / N``."""
+        return (self.probabilities - self.target) / self.probabilities.shape[0]

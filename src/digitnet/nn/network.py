@@ -1,0 +1,251 @@
+"""The network: a list of layers, run forwards to predict and backwards to learn; and its file.
+
+A model file is a NumPy ``.npz`` archive holding one array per parameter (``layer3.W``) and one
+``metadata`` entry: a JSON string with the architecture (the layers' configs), the input shape, the
+input normalisation, the class names, and whatever the trainer adds (dataset, settings, metrics,
+history). It is read with ``allow_pickle=False``, and every array is checked against the shape the
+architecture implies, so a damaged or foreign file fails with a clear message instead of a
+confusing prediction.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelFileError
+from .layers import LAYER_TYPES, Dense, Flatten, Layer, ReLU
+from .losses import softmax
+
+FORMAT_NAME = "digitnet-model"
+FORMAT_VERSION = 1
+
+
+class Network:
+    """A feed-forward network over images.
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+        Applied in order; the last one produces the logits.
+    input_shape : tuple of int
+        One example's shape as the first layer sees it, ``(channels, height, width)``.
+    mean, std : float
+        Input normalisation: images in [0, 1] are mapped to ``(x - mean) / std`` before the first
+        layer. Training data and user images go through the same step.
+    class_names : sequence of str
+        One name per output, in order.
+    metadata : dict, optional
+        Free-form facts saved with the model (dataset, training settings, metrics, history).
+    """
+
+    def __init__(self, layers: Sequence[Layer], input_shape: tuple[int, ...], *, mean: float = 0.0,
+                 std: float = 1.0, class_names: Sequence[str] = tuple("0123456789"),
+                 metadata: dict[str, Any] | None = None) -> None:
+        self.layers = list(layers)
+        self.input_shape = tuple(input_shape)
+        self.mean, self.std = float(mean), float(std)
+        self.class_names = list(class_names)
+        self.metadata = dict(metadata or {})
+        self._mark_layers_needing_input_grad()
+
+    def _mark_layers_needing_input_grad(self) -> None:
+        # Nothing before the first layer with parameters is trained, so that layer need not
+        # compute dL/d(input): for the seed network this skips a 128x784 matrix product per batch.
+        seen_params = False
+        for layer in self.layers:
+            layer.needs_input_grad = seen_params
+            seen_params = seen_params or bool(layer.params)
+
+    @property
+    def dtype(self) -> np.dtype:
+        for layer in self.layers:
+            for value in layer.params.values():
+                return value.dtype
+        return np.dtype(np.float32)
+
+    # -- learning -----------------------------------------------------------------------------
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """Logits for a batch ``x`` that is already normalised and shaped ``(N, *input_shape)``."""
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad_logits: np.ndarray) -> None:
+        """Propagate dL/d(logits) back through every layer, filling each layer's ``grads``."""
+        grad = grad_logits
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+            if grad is None:
+                break
+
+    def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``(name, parameter, gradient)`` for every trainable array, in a fixed order."""
+        return [(f"layer{i}.{name}", value, layer.grads[name])
+                for i, layer in enumerate(self.layers) for name, value in layer.params.items()]
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Every array that defines the model: parameters and saved buffers, by name."""
+        arrays = {}
+        for i, layer in enumerate(self.layers):
+            for name, value in {**layer.params, **layer.buffers}.items():
+                arrays[f"layer{i}.{name}"] = value
+        return arrays
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Copy arrays (as returned by :meth:`state`) into the network, in place."""
+        for name, target in self.state().items():
+            target[...] = arrays[name]
+
+    # -- using --------------------------------------------------------------------------------
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        """Images with values in [0, 1] (``(N, H, W)`` or ``(N, C, H, W)`` or flat) -> network input.
+
+        uint8 images are scaled by 1/255 first.
+        """
+        images = np.asarray(images)
+        scale = 1 / 255 if images.dtype == np.uint8 else 1.0
+        x = images.reshape((images.shape[0], *self.input_shape)).astype(self.dtype)
+        return (x * scale - self.mean) / self.std
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
+        """Class probabilities ``(N, K)`` for images with values in [0, 1] (or uint8)."""
+        batches = [softmax(self.forward(self.prepare(images[i:i + batch_size])))
+                   for i in range(0, len(images), batch_size)]
+        return np.concatenate(batches) if batches else np.zeros((0, len(self.class_names)))
+
+    def predict(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
+        """Predicted class index for each image."""
+        return self.predict_proba(images, batch_size).argmax(axis=1)
+
+    def describe(self) -> str:
+        """A one-line architecture summary such as ``784-128-10``."""
+        sizes = [int(np.prod(self.input_shape))]
+        sizes += [layer.out_features for layer in self.layers if isinstance(layer, Dense)]
+        if all(type(layer) in (Dense, ReLU, Flatten) for layer in self.layers):
+            return "-".join(map(str, sizes))
+        return " > ".join(repr(layer) for layer in self.layers)
+
+    def num_parameters(self) -> int:
+        return sum(value.size for _, value, _ in self.parameters())
+
+    # -- the model file -----------------------------------------------------------------------
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "layers": [{"type": type(layer).__name__, **layer.config()} for layer in self.layers],
+            "input_shape": list(self.input_shape),
+            "normalisation": {"mean": self.mean, "std": self.std},
+            "class_names": self.class_names,
+            "dtype": str(self.dtype),
+            **self.metadata,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to ``path`` atomically: a crash mid-write never leaves a broken file."""
+        from .. import __version__
+
+        path = Path(path)
+        metadata = {**self.to_metadata(), "digitnet_version": __version__}
+        buffer = io.BytesIO()
+        np.savez(buffer, metadata=np.array(json.dumps(metadata)), **self.state())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as tmp_file:
+                tmp_file.write(buffer.getvalue())
+                tmp_file.flush()
+                os.fsync(tmp_file.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Network:
+        """Read a model written by :meth:`save`, validating everything against its metadata."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"{path}: no such model file; train one with `digitnet train`.")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                if "metadata" not in archive.files:
+                    raise ModelFileError(f"{path}: not a digitnet model (no metadata entry); "
+                                         "train one with `digitnet train`.")
+                metadata = json.loads(str(archive["metadata"]))
+                arrays = {name: archive[name] for name in archive.files if name != "metadata"}
+        except ModelFileError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
+            raise ModelFileError(f"{path}: not a readable digitnet model (the file is damaged or "
+                                 f"truncated: {error}); train a new one with `digitnet train`.") from None
+        return cls.from_metadata(metadata, arrays, source=str(path))
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any], arrays: dict[str, np.ndarray], source: str = "model"
+                      ) -> Network:
+        """Rebuild a network from its metadata and arrays, checking that they agree."""
+        def fail(problem: str) -> ModelFileError:
+            return ModelFileError(f"{source}: {problem}; the file is not a valid digitnet model, "
+                                  "train a new one with `digitnet train`.")
+
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+            raise fail("not a digitnet model file (wrong format marker)")
+        if metadata.get("format_version", 0) > FORMAT_VERSION:
+            raise ModelFileError(f"{source}: written by a newer digitnet (format version "
+                                 f"{metadata['format_version']}); upgrade digitnet to read it.")
+        try:
+            dtype = np.dtype(metadata.get("dtype", "float32"))
+            layers = []
+            for spec in metadata["layers"]:
+                spec = dict(spec)
+                layer_type = LAYER_TYPES.get(spec.pop("type"))
+                if layer_type is None:
+                    raise fail("it uses an unknown layer type")
+                layers.append(layer_type.from_config(spec, dtype=dtype))
+            normalisation = metadata["normalisation"]
+            extra = {key: value for key, value in metadata.items()
+                     if key not in {"format", "format_version", "layers", "input_shape",
+                                    "normalisation", "class_names", "dtype", "digitnet_version"}}
+            network = cls(layers, tuple(metadata["input_shape"]), mean=normalisation["mean"],
+                          std=normalisation["std"], class_names=metadata["class_names"], metadata=extra)
+        except (KeyError, TypeError, ValueError) as error:
+            raise fail(f"its metadata is incomplete ({error})") from None
+        expected = network.state()
+        if set(arrays) != set(expected):
+            raise fail(f"it holds arrays {sorted(arrays)} but its architecture needs {sorted(expected)}")
+        for name, target in expected.items():
+            if arrays[name].shape != target.shape:
+                raise fail(f"array {name} has shape {arrays[name].shape}, expected {target.shape}")
+            if not np.isfinite(arrays[name]).all():
+                raise fail(f"array {name} holds NaN or infinite values")
+        network.load_state(arrays)
+        network.metadata.setdefault("digitnet_version", metadata.get("digitnet_version"))
+        return network
+
+
+def build_mlp(hidden: Sequence[int] = (128,), *, input_shape: tuple[int, ...] = (1, 28, 28),
+              num_classes: int = 10, rng: np.random.Generator, dtype=np.float32, **kwargs: Any) -> Network:
+    """The seed network and its deeper cousins: Flatten, then (Dense, ReLU) per hidden layer, then Dense.
+
+    ``build_mlp((128,))`` is the 784-128-10 network the project began with.
+    """
+    sizes = [int(np.prod(input_shape)), *hidden, num_classes]
+    layers: list[Layer] = [Flatten()]
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(Dense(n_in, n_out, rng=rng, dtype=dtype))
+        if i < len(sizes) - 2:
+            layers.append(ReLU())
+    return Network(layers, input_shape, **kwargs)

@@ -1,0 +1,161 @@
+"""Optimisers and learning-rate schedules.
+
+An optimiser holds a list of ``(parameter, gradient)`` array pairs (from
+:meth:`digitnet.nn.Network.parameters`) and updates the parameters in place on each ``step``. The
+update rules follow the usual definitions (and PyTorch's, which the tests check step by step):
+
+* SGD:       ``p -= lr * g``
+* momentum:  ``v = mu * v + g``;  ``p -= lr * v``  (Nesterov: ``p -= lr * (g + mu * v)``)
+* Adam:      ``m = b1 m + (1-b1) g``;  ``s = b2 s + (1-b2) g^2``;
+             ``p -= lr * m_hat / (sqrt(s_hat) + eps)`` with bias-corrected ``m_hat``, ``s_hat``
+
+L2 weight decay adds ``weight_decay * p`` to every gradient first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+ParamPairs = Sequence[tuple[np.ndarray, np.ndarray]]
+
+
+class Optimizer:
+    """Base class: keeps the parameter pairs, the learning rate and the weight decay."""
+
+    def __init__(self, params: ParamPairs, lr: float, weight_decay: float = 0.0) -> None:
+        self.params = [(p, g) for p, g in params]
+        self.lr = lr
+        self.weight_decay = weight_decay
+
+    def gradient(self, param: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """The gradient with L2 weight decay folded in."""
+        if self.weight_decay:
+            return grad + self.weight_decay * param
+        return grad
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Mini-batch gradient descent, optionally with (Nesterov) momentum.
+
+    Parameters
+    ----------
+    params : sequence of (parameter, gradient)
+    lr : float
+        Learning rate.
+    momentum : float, optional
+        0 gives the seed's plain gradient descent.
+    nesterov : bool, optional
+        Look-ahead momentum.
+    weight_decay : float, optional
+        L2 penalty coefficient.
+    """
+
+    def __init__(self, params: ParamPairs, lr: float, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr, weight_decay)
+        if nesterov and not momentum:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        self.momentum, self.nesterov = momentum, nesterov
+        self.velocity = [np.zeros_like(p) for p, _ in self.params]
+
+    def step(self) -> None:
+        for (param, grad), velocity in zip(self.params, self.velocity):
+            grad = self.gradient(param, grad)
+            if self.momentum:
+                velocity *= self.momentum
+                velocity += grad
+                grad = grad + self.momentum * velocity if self.nesterov else velocity
+            param -= self.lr * grad
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015): per-parameter steps scaled by running gradient moments."""
+
+    def __init__(self, params: ParamPairs, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr, weight_decay)
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.t = 0
+        self.m = [np.zeros_like(p) for p, _ in self.params]
+        self.s = [np.zeros_like(p) for p, _ in self.params]
+
+    def step(self) -> None:
+        self.t += 1
+        # Bias corrections undo the zero start of the running averages.
+        correction1 = 1 - self.beta1 ** self.t
+        correction2 = 1 - self.beta2 ** self.t
+        step_size = self.lr / correction1
+        for (param, grad), m, s in zip(self.params, self.m, self.s):
+            grad = self.gradient(param, grad)
+            m *= self.beta1
+            m += (1 - self.beta1) * grad
+            s *= self.beta2
+            s += (1 - self.beta2) * grad * grad
+            denominator = np.sqrt(s) / math.sqrt(correction2) + self.eps
+            param -= step_size * m / denominator
+
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+
+
+def make_optimizer(name: str, params: ParamPairs, lr: float, *, momentum: float = 0.9,
+                   weight_decay: float = 0.0) -> Optimizer:
+    """Build an optimiser by name: ``sgd``, ``momentum``, ``nesterov`` or ``adam``."""
+    if name == "sgd":
+        return SGD(params, lr, weight_decay=weight_decay)
+    if name == "momentum":
+        return SGD(params, lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "nesterov":
+        return SGD(params, lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    if name == "adam":
+        return Adam(params, lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+# -- learning-rate schedules --------------------------------------------------------------------
+# A schedule maps the step number (0-based, counted over the whole run) to a learning rate.
+
+Schedule = Callable[[int], float]
+SCHEDULES = ("constant", "step", "cosine")
+
+
+def constant(lr: float) -> Schedule:
+    """The same learning rate at every step."""
+    return lambda step: lr
+
+
+def step_decay(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
+    """Multiply the rate by ``gamma`` every ``step_size`` steps."""
+    return lambda step: lr * gamma ** (step // step_size)
+
+
+def cosine(lr: float, total_steps: int, warmup_steps: int = 0, final_lr: float = 0.0) -> Schedule:
+    """Linear warm-up to ``lr``, then a half cosine down to ``final_lr`` at ``total_steps``.
+
+    Warm-up lets a large rate start safely; the slow cosine tail anneals into a good minimum.
+    """
+    def schedule(step: int) -> float:
+        if step < warmup_steps:
+            return lr * (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return final_lr + (lr - final_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    return schedule
+
+
+def make_schedule(name: str, lr: float, total_steps: int, *, steps_per_epoch: int, warmup_steps: int = 0,
+                  step_epochs: int = 3, gamma: float = 0.1) -> Schedule:
+    """Build a schedule by name: ``constant``, ``step`` (every ``step_epochs`` epochs) or ``cosine``."""
+    if name == "constant":
+        return constant(lr)
+    if name == "step":
+        return step_decay(lr, step_epochs * steps_per_epoch, gamma)
+    if name == "cosine":
+        return cosine(lr, total_steps, warmup_steps)
+    raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")

@@ -1,0 +1,183 @@
+"""The training loop: shuffled mini-batches, an optimiser step per batch, a record per epoch.
+
+:func:`train` works on arrays that are already normalised; :func:`split_validation` and
+:meth:`digitnet.nn.Network.prepare` produce them. Progress is reported through a
+:class:`Reporter`, so the loop knows nothing about terminals (the CLI draws a progress bar).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import TrainingDiverged
+from .nn import Network, SoftmaxCrossEntropy
+from .optim import make_optimizer, make_schedule
+
+
+@dataclass
+class TrainConfig:
+    """Everything that shapes a training run (saved in the model file).
+
+    :mod:`digitnet.recipes` holds the tuned defaults per architecture; README.md explains them.
+    """
+
+    epochs: int = 8
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    patience: int | None = None  # early stopping: epochs without validation improvement
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did. ``seconds`` counts training only, not the evaluation after it."""
+
+    epoch: int
+    seconds: float
+    loss: float
+    train_accuracy: float
+    val_accuracy: float | None
+    lr: float
+
+
+@dataclass
+class History:
+    """Per-epoch records of a run, plus how it ended."""
+
+    epochs: list[EpochRecord] = field(default_factory=list)
+    stopped_early: bool = False
+    best_epoch: int | None = None
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(record.seconds for record in self.epochs)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [asdict(record) for record in self.epochs]
+
+
+class Reporter:
+    """Receives progress events; the base class ignores them all."""
+
+    def epoch_started(self, epoch: int, epochs: int, batches: int) -> None: ...
+    def batch_done(self, batch: int, loss: float) -> None: ...
+    def epoch_done(self, record: EpochRecord, epochs: int) -> None: ...
+
+
+def accuracy_of(network: Network, x: np.ndarray, labels: np.ndarray, batch_size: int = 5000) -> float:
+    """Fraction of correctly classified examples, for already-prepared inputs ``x``."""
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int((network.forward(x[i:i + batch_size]).argmax(axis=1) == labels[i:i + batch_size]).sum())
+    return correct / max(1, len(x))
+
+
+def split_validation(n: int, val_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random disjoint index sets ``(train, validation)`` over ``n`` examples."""
+    if not 0 <= val_size < n:
+        raise ValueError(f"validation size {val_size} must be between 0 and {n - 1}")
+    order = rng.permutation(n)
+    return np.sort(order[val_size:]), np.sort(order[:val_size])
+
+
+def train(network: Network, x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig,
+          rng: np.random.Generator, *, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+          reporter: Reporter | None = None,
+          augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None) -> History:
+    """Train ``network`` in place with mini-batch gradient descent.
+
+    Parameters
+    ----------
+    network : Network
+        Updated in place.
+    x_train, y_train : ndarray
+        Prepared inputs ``(N, *network.input_shape)`` and integer labels ``(N,)``.
+    config : TrainConfig
+    rng : numpy.random.Generator
+        Shuffles the batches; the same generator state gives the same run.
+    x_val, y_val : ndarray, optional
+        Held-out examples, evaluated after every epoch (and used for early stopping).
+    reporter : Reporter, optional
+    augment : callable, optional
+        ``augment(batch, rng)`` returns a randomly distorted copy of a training batch; applied to
+        every batch, never to validation data.
+
+    Returns
+    -------
+    History
+
+    Raises
+    ------
+    TrainingDiverged
+        If the loss becomes NaN or infinite. The network is first restored to the weights it had at
+        the end of the last good epoch.
+    """
+    reporter = reporter or Reporter()
+    loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
+    optimizer = make_optimizer(config.optimizer, [(p, g) for _, p, g in network.parameters()], config.lr,
+                               momentum=config.momentum, weight_decay=config.weight_decay)
+    n = len(x_train)
+    batches_per_epoch = math.ceil(n / config.batch_size)
+    schedule = make_schedule(config.schedule, config.lr, config.epochs * batches_per_epoch,
+                             steps_per_epoch=batches_per_epoch,
+                             warmup_steps=round(config.warmup_epochs * batches_per_epoch))
+    history = History()
+    last_good = {name: value.copy() for name, value in network.state().items()}
+    best_val, best_state, epochs_without_gain = -1.0, None, 0
+    step = 0
+    for epoch in range(1, config.epochs + 1):
+        reporter.epoch_started(epoch, config.epochs, batches_per_epoch)
+        order = rng.permutation(n)
+        started = time.perf_counter()
+        loss_sum, correct = 0.0, 0
+        for batch in range(batches_per_epoch):
+            index = order[batch * config.batch_size:(batch + 1) * config.batch_size]
+            x, labels = x_train[index], y_train[index]
+            if augment is not None:
+                x = augment(x, rng)
+            optimizer.lr = schedule(step)
+            logits = network.forward(x, training=True)
+            loss = loss_fn.forward(logits, labels)
+            if not math.isfinite(loss):
+                network.load_state(last_good)
+                raise TrainingDiverged(
+                    f"Training diverged at epoch {epoch}, batch {batch + 1}: the loss became {loss}. "
+                    f"Lower the learning rate (now {config.lr:g}, e.g. try {config.lr / 10:g}); "
+                    f"the weights of the last good epoch ({epoch - 1}) were kept.")
+            network.backward(loss_fn.backward())
+            optimizer.step()
+            step += 1
+            loss_sum += loss * len(index)
+            correct += int((logits.argmax(axis=1) == labels).sum())
+            reporter.batch_done(batch + 1, loss)
+        seconds = time.perf_counter() - started
+        val_accuracy = accuracy_of(network, x_val, y_val) if x_val is not None and len(x_val) else None
+        record = EpochRecord(epoch, seconds, loss_sum / n, correct / n, val_accuracy, optimizer.lr)
+        history.epochs.append(record)
+        reporter.epoch_done(record, config.epochs)
+        last_good = {name: value.copy() for name, value in network.state().items()}
+        if config.patience is not None and val_accuracy is not None:
+            if val_accuracy > best_val:
+                best_val, best_state, epochs_without_gain = val_accuracy, last_good, 0
+                history.best_epoch = epoch
+            else:
+                epochs_without_gain += 1
+                if epochs_without_gain >= config.patience:
+                    network.load_state(best_state)
+                    history.stopped_early = True
+                    break
+    return history

@@ -1,0 +1,135 @@
+"""The hand-written network: gradients, numerical stability, initialisation, seeding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import numerical_gradient, relative_error
+from digitnet.nn import Dense, Flatten, ReLU, SoftmaxCrossEntropy, build_mlp, log_softmax, one_hot, softmax
+from digitnet.nn.init import he_normal
+
+
+def check_layer_gradients(layer, x, rng):
+    """Compare a layer's backward pass with central differences of L = sum(forward(x) * r)."""
+    out = layer.forward(x, training=True)
+    weights = rng.standard_normal(out.shape)
+    layer.forward(x, training=True)
+    grad_x = layer.backward(weights.copy())
+
+    def loss():
+        return float((layer.forward(x, training=True) * weights).sum())
+
+    assert relative_error(grad_x, numerical_gradient(loss, x)) < 1e-6
+    for name, param in layer.params.items():
+        layer.forward(x, training=True)
+        layer.backward(weights.copy())
+        analytic = layer.grads[name].copy()
+        assert relative_error(analytic, numerical_gradient(loss, param)) < 1e-6, name
+
+
+def test_dense_gradients_match_finite_differences(rng):
+    layer = Dense(7, 5, rng=rng, dtype=np.float64)
+    layer.params["b"][:] = rng.standard_normal(5)
+    check_layer_gradients(layer, rng.standard_normal((4, 7)), rng)
+
+
+def test_relu_gradient_matches_finite_differences_away_from_zero(rng):
+    x = rng.standard_normal((6, 5))
+    x[np.abs(x) < 1e-3] = 0.5  # the kink at 0 has no derivative; keep samples away from it
+    check_layer_gradients(ReLU(), x, rng)
+
+
+def test_flatten_gradient_restores_the_input_shape(rng):
+    check_layer_gradients(Flatten(), rng.standard_normal((3, 1, 4, 4)), rng)
+
+
+def test_loss_gradient_is_p_minus_y_over_n(rng):
+    loss = SoftmaxCrossEntropy()
+    logits = rng.standard_normal((5, 10))
+    labels = rng.integers(0, 10, 5)
+    loss.forward(logits, labels)
+    expected = (softmax(logits) - one_hot(labels, 10, np.float64)) / 5
+    np.testing.assert_allclose(loss.backward(), expected, rtol=1e-12)
+    numeric = numerical_gradient(lambda: SoftmaxCrossEntropy().forward(logits, labels), logits)
+    assert relative_error(loss.backward(), numeric) < 1e-6
+
+
+def test_label_smoothing_gradient_matches_finite_differences(rng):
+    loss = SoftmaxCrossEntropy(label_smoothing=0.1)
+    logits, labels = rng.standard_normal((4, 10)), rng.integers(0, 10, 4)
+    loss.forward(logits, labels)
+    numeric = numerical_gradient(lambda: SoftmaxCrossEntropy(0.1).forward(logits, labels), logits)
+    assert relative_error(loss.backward(), numeric) < 1e-6
+
+
+@pytest.mark.parametrize("hidden", [(16,), (12, 8)], ids=["one hidden layer", "two hidden layers"])
+def test_whole_network_gradients_match_finite_differences(hidden, rng):
+    network = build_mlp(hidden, input_shape=(1, 4, 4), num_classes=3, rng=rng, dtype=np.float64)
+    for _, param, _ in network.parameters():
+        param += 0.01 * rng.standard_normal(param.shape)  # non-zero biases too
+    x, labels = rng.standard_normal((5, 1, 4, 4)), rng.integers(0, 3, 5)
+    loss = SoftmaxCrossEntropy()
+    loss.forward(network.forward(x, training=True), labels)
+    network.backward(loss.backward())
+    for name, param, grad in network.parameters():
+        numeric = numerical_gradient(lambda: SoftmaxCrossEntropy().forward(network.forward(x), labels), param)
+        assert relative_error(grad, numeric) < 1e-6, name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_and_loss_stay_finite_for_extreme_logits(dtype):
+    logits = np.array([[1e4, 0, -1e4], [-1e4, -1e4, -1e4], [1e4, -1e4, 0]], dtype=dtype)
+    labels = np.array([0, 1, 1])
+    probabilities = softmax(logits)
+    assert np.isfinite(probabilities).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-6)
+    assert probabilities[0, 0] == 1 and probabilities[2, 0] == 1
+    assert np.isfinite(log_softmax(logits)).all()
+    loss = SoftmaxCrossEntropy()
+    value = loss.forward(logits, labels)
+    # Row 0 is right with certainty (loss 0), row 1 is uniform (log 3), row 2 is certainly wrong: a
+    # large but finite loss, not inf and not NaN.
+    assert np.isfinite(value) and value == pytest.approx((np.log(3) + 2e4) / 3, rel=1e-5)
+    assert np.isfinite(loss.backward()).all()
+
+
+def test_confident_correct_prediction_has_zero_loss_not_nan():
+    assert SoftmaxCrossEntropy().forward(np.array([[1e4, 0.0]]), np.array([0])) == 0.0
+
+
+def test_he_initialisation_has_variance_two_over_fan_in(rng):
+    weights = he_normal(400, (400, 300), rng)
+    assert weights.dtype == np.float32
+    assert abs(weights.var() - 2 / 400) < 0.05 * 2 / 400
+    assert abs(weights.mean()) < 1e-3
+
+
+def test_same_seed_gives_bit_identical_weights():
+    a = build_mlp((32,), rng=np.random.default_rng(7))
+    b = build_mlp((32,), rng=np.random.default_rng(7))
+    c = build_mlp((32,), rng=np.random.default_rng(8))
+    for (_, wa, _), (_, wb, _), (_, wc, _) in zip(a.parameters(), b.parameters(), c.parameters()):
+        assert wa.tobytes() == wb.tobytes()
+    assert not np.array_equal(a.parameters()[0][1], c.parameters()[0][1])
+
+
+def test_seed_network_is_784_128_10_with_relu():
+    network = build_mlp(rng=np.random.default_rng(0))
+    assert network.describe() == "784-128-10"
+    assert [type(layer).__name__ for layer in network.layers] == ["Flatten", "Dense", "ReLU", "Dense"]
+    assert network.num_parameters() == 784 * 128 + 128 + 128 * 10 + 10
+    assert network.dtype == np.float32
+
+
+def test_first_dense_layer_skips_the_unneeded_input_gradient(rng):
+    network = build_mlp((8,), input_shape=(1, 3, 3), num_classes=2, rng=rng)
+    first, second = network.layers[1], network.layers[3]
+    assert not first.needs_input_grad and second.needs_input_grad
+    network.forward(rng.standard_normal((2, 1, 3, 3)).astype(np.float32), training=True)
+    assert first.backward(np.ones((2, 8), np.float32)) is None
+
+
+def test_float64_networks_compute_in_float64(rng):
+    network = build_mlp((8,), input_shape=(1, 3, 3), num_classes=2, rng=rng, dtype=np.float64)
+    assert network.forward(network.prepare(rng.random((2, 3, 3)))).dtype == np.float64

@@ -1,0 +1,89 @@
+"""Optimisers and schedules against hand-computed updates (PyTorch cross-checks: test_torch_crosscheck.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from digitnet.optim import SGD, Adam, constant, cosine, make_optimizer, make_schedule, step_decay
+
+
+def pair(value, grad):
+    return np.array(value, dtype=np.float64), np.array(grad, dtype=np.float64)
+
+
+def test_plain_sgd_steps_against_the_gradient():
+    p, g = pair([1.0, -2.0], [0.5, -1.0])
+    SGD([(p, g)], lr=0.1).step()
+    np.testing.assert_allclose(p, [0.95, -1.9])
+
+
+def test_momentum_accumulates_velocity():
+    p, g = pair([0.0], [1.0])
+    opt = SGD([(p, g)], lr=0.1, momentum=0.9)
+    opt.step()  # v = 1        p = -0.1
+    opt.step()  # v = 1.9      p = -0.29
+    np.testing.assert_allclose(p, [-0.29])
+
+
+def test_nesterov_looks_ahead():
+    p, g = pair([0.0], [1.0])
+    opt = SGD([(p, g)], lr=0.1, momentum=0.9, nesterov=True)
+    opt.step()  # v = 1, step g + 0.9 v = 1.9
+    opt.step()  # v = 1.9, step 1 + 1.71 = 2.71
+    np.testing.assert_allclose(p, [-0.19 - 0.271])
+
+
+def test_weight_decay_adds_l2_gradient():
+    p, g = pair([2.0], [0.0])
+    SGD([(p, g)], lr=0.1, weight_decay=0.5).step()
+    np.testing.assert_allclose(p, [2.0 - 0.1 * 0.5 * 2.0])
+
+
+def test_adam_first_step_has_size_lr_whatever_the_gradient_scale():
+    p, g = pair([0.0, 0.0], [1e-3, -50.0])
+    Adam([(p, g)], lr=0.01).step()
+    np.testing.assert_allclose(p, [-0.01, 0.01], rtol=1e-4)
+
+
+def test_adam_matches_its_formula_over_several_steps():
+    p, g = pair([1.0], [0.0])
+    opt = Adam([(p, g)], lr=0.1, betas=(0.8, 0.9), eps=1e-8)
+    m = s = 0.0
+    value = 1.0
+    for t in range(1, 4):
+        g[:] = 2 * p  # gradient of p^2
+        grad = 2 * value
+        m, s = 0.8 * m + 0.2 * grad, 0.9 * s + 0.1 * grad * grad
+        value -= 0.1 * (m / (1 - 0.8 ** t)) / (math.sqrt(s / (1 - 0.9 ** t)) + 1e-8)
+        opt.step()
+    np.testing.assert_allclose(p, [value], rtol=1e-12)
+
+
+def test_make_optimizer_knows_every_name_and_rejects_others():
+    p, g = pair([0.0], [0.0])
+    assert isinstance(make_optimizer("adam", [(p, g)], 0.1), Adam)
+    assert make_optimizer("nesterov", [(p, g)], 0.1).nesterov
+    assert make_optimizer("momentum", [(p, g)], 0.1, momentum=0.8).momentum == 0.8
+    assert make_optimizer("sgd", [(p, g)], 0.1).momentum == 0
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        make_optimizer("rmsprop", [(p, g)], 0.1)
+
+
+def test_schedules_follow_their_shapes():
+    assert constant(0.3)(1000) == 0.3
+    decay = step_decay(1.0, step_size=10, gamma=0.5)
+    assert [decay(s) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
+    curve = cosine(1.0, total_steps=110, warmup_steps=10)
+    assert curve(0) == pytest.approx(0.1) and curve(9) == pytest.approx(1.0)
+    assert curve(60) == pytest.approx(0.5) and curve(110) == pytest.approx(0.0, abs=1e-12)
+    assert all(curve(s) >= curve(s + 1) for s in range(10, 110))
+
+
+def test_make_schedule_step_counts_in_epochs():
+    schedule = make_schedule("step", 1.0, 100, steps_per_epoch=10, step_epochs=2, gamma=0.1)
+    assert schedule(19) == 1.0 and schedule(20) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        make_schedule("linear", 1.0, 100, steps_per_epoch=10)
