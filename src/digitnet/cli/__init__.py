@@ -36,9 +36,10 @@ def _register_commands() -> None:
     from .data import data
     from .evaluate import evaluate
     from .predict import predict
+    from .show import show
     from .train import train
 
-    for command in (train, evaluate, predict, data):
+    for command in (train, evaluate, predict, show, data):
         main.add_command(command)
 
 
