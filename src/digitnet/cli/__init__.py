@@ -36,10 +36,11 @@ def _register_commands() -> None:
     from .data import data
     from .evaluate import evaluate
     from .predict import predict
+    from .serve import serve
     from .show import show
     from .train import train
 
-    for command in (train, evaluate, predict, show, data):
+    for command in (train, evaluate, predict, show, serve, data):
         main.add_command(command)
 
 

@@ -1,0 +1,105 @@
+"""``digitnet serve``: the draw-a-digit web page and its JSON API, on uvicorn."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import DigitnetError
+from .common import DEFAULT_MODEL, load_model
+
+
+def open_socket(host: str, port: int) -> socket.socket:
+    """Bind and listen on ``host:port`` (port 0: any free port), or raise :class:`click.ClickException`.
+
+    Binding here, before uvicorn starts, lets us print the real URL (also for ``--port 0``) and turn
+    "address already in use" into one clear sentence instead of a server log.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as error:
+        raise click.ClickException(f"Cannot listen on host {host!r} ({error}); use an address such "
+                                   "as 127.0.0.1 (this machine only) or 0.0.0.0 (every interface).") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as error:
+        sock.close()
+        raise click.ClickException(f"Cannot listen on {host}:{port} ({error.strerror or error}); pick "
+                                   "another port with --port, or --port 0 for any free one.") from None
+    return sock
+
+
+def page_url(host: str, port: int) -> str:
+    """The URL to open in a browser for a server bound to ``host:port``."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+def run_server(app, sock: socket.socket) -> None:
+    """Run ``app`` on uvicorn (one process, one event loop) on an already listening socket."""
+    import uvicorn
+
+    # No per-request access log: the page sends about ten requests a second while drawing.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+@click.command()
+@click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. The default serves this machine only; 0.0.0.0 lets other "
+                   "devices (a phone on the same network) connect.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on; 0 picks a free one.")
+def serve(model: Path | None, host: str, port: int) -> None:
+    """Open a page where you draw a digit and watch MODEL read it as you draw.
+
+    It shows the predicted digit, the ten probabilities and the 28x28 image the network sees
+    after the same MNIST-style preprocessing as `digitnet predict`. MODEL defaults to model.npz in
+    the current directory. The JSON API behind the page is described at /openapi.json.
+    """
+    if model is None:
+        model = Path(DEFAULT_MODEL)
+        if not model.is_file():
+            raise click.ClickException(
+                f"No MODEL given and no {DEFAULT_MODEL} in the current directory; train one first "
+                "with `digitnet train` (about a minute), or name a model file: "
+                "`digitnet serve path/to/model.npz`.")
+    try:
+        from ..web import create_app
+    except ImportError as error:
+        raise click.ClickException(f"`digitnet serve` needs the web extra ({error}); install it with "
+                                   "`pip install 'digitnet[web]'`.") from None
+    try:
+        app = create_app(load_model(model))
+    except DigitnetError as error:  # also when called outside the `digitnet` group
+        raise click.ClickException(str(error)) from None
+
+    sock = open_socket(host, port)
+    bound_port = sock.getsockname()[1]
+    click.echo(f"Serving {model} at {page_url(host, bound_port)}  (open it in a browser; Ctrl+C stops)")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"Listening on {host}: other machines on your network can reach this page too.")
+    sys.stdout.flush()  # the URL must show at once, even when stdout is a pipe
+    try:
+        run_server(app, sock)
+    except KeyboardInterrupt:  # uvicorn shuts down cleanly on Ctrl+C, then re-raises the signal
+        click.echo("Stopped.")
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":  # ``python -m digitnet.cli.serve``: used by benchmarks/load_test.py
+    serve()
