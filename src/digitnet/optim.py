@@ -30,10 +30,12 @@ class Optimizer:
         self.lr = lr
         self.weight_decay = weight_decay
 
-    def gradient(self, param: np.ndarray, grad: np.ndarray) -> np.ndarray:
-        """The gradient with L2 weight decay folded in."""
+    def gradient(self, param: np.ndarray, grad: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The gradient with L2 weight decay folded in (written to ``out`` if given and needed)."""
         if self.weight_decay:
-            return grad + self.weight_decay * param
+            decayed = np.multiply(param, self.weight_decay, out=out)
+            decayed += grad
+            return decayed
         return grad
 
     def step(self) -> None:
@@ -63,15 +65,22 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov = momentum, nesterov
         self.velocity = [np.zeros_like(p) for p, _ in self.params]
+        # Scratch space reused every step: the update runs without allocating temporaries.
+        self.work = [np.empty_like(p) for p, _ in self.params]
+        self.decayed = [np.empty_like(p) for p, _ in self.params] if weight_decay else self.work
 
     def step(self) -> None:
-        for (param, grad), velocity in zip(self.params, self.velocity):
-            grad = self.gradient(param, grad)
+        for (param, grad), velocity, work, decayed in zip(self.params, self.velocity, self.work, self.decayed):
+            grad = self.gradient(param, grad, out=decayed)
+            direction = grad
             if self.momentum:
                 velocity *= self.momentum
                 velocity += grad
-                grad = grad + self.momentum * velocity if self.nesterov else velocity
-            param -= self.lr * grad
+                direction = velocity
+                if self.nesterov:  # g + mu * v
+                    direction = np.multiply(velocity, self.momentum, out=work)
+                    direction += grad
+            param -= np.multiply(direction, self.lr, out=work)
 
 
 class Adam(Optimizer):
@@ -85,21 +94,35 @@ class Adam(Optimizer):
         self.t = 0
         self.m = [np.zeros_like(p) for p, _ in self.params]
         self.s = [np.zeros_like(p) for p, _ in self.params]
+        # Scratch space reused every step: the update runs without allocating temporaries.
+        self.work = [np.empty_like(p) for p, _ in self.params]
+        self.decayed = [np.empty_like(p) for p, _ in self.params] if weight_decay else self.work
 
     def step(self) -> None:
         self.t += 1
         # Bias corrections undo the zero start of the running averages.
         correction1 = 1 - self.beta1 ** self.t
         correction2 = 1 - self.beta2 ** self.t
-        step_size = self.lr / correction1
-        for (param, grad), m, s in zip(self.params, self.m, self.s):
-            grad = self.gradient(param, grad)
+        # lr / c1 * m / (sqrt(s / c2) + eps) is the same as step_size * m / (sqrt(s) + eps_hat)
+        # with the two constants below: two whole-array passes fewer.
+        step_size = self.lr * math.sqrt(correction2) / correction1
+        eps_hat = self.eps * math.sqrt(correction2)
+        for (param, grad), m, s, work, decayed in zip(self.params, self.m, self.s, self.work, self.decayed):
+            grad = self.gradient(param, grad, out=decayed)
+            # m = b1 m + (1 - b1) g
             m *= self.beta1
-            m += (1 - self.beta1) * grad
+            m += np.multiply(grad, 1 - self.beta1, out=work)
+            # s = b2 s + (1 - b2) g^2
             s *= self.beta2
-            s += (1 - self.beta2) * grad * grad
-            denominator = np.sqrt(s) / math.sqrt(correction2) + self.eps
-            param -= step_size * m / denominator
+            square = np.multiply(grad, grad, out=work)
+            square *= 1 - self.beta2
+            s += square
+            # p -= step_size * m / (sqrt(s) + eps_hat)
+            update = np.sqrt(s, out=work)
+            update += eps_hat
+            np.divide(m, update, out=update)
+            update *= step_size
+            param -= update
 
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")

@@ -139,6 +139,9 @@ def train(network: Network, x_train: np.ndarray, y_train: np.ndarray, config: Tr
     last_good = {name: value.copy() for name, value in network.state().items()}
     best_val, best_state, epochs_without_gain = -1.0, None, 0
     step = 0
+    # Every batch is gathered into this one array (the last, shorter batch into its front part),
+    # so the loop does not allocate a fresh batch each step.
+    batch_buffer = np.empty((min(config.batch_size, n), *x_train.shape[1:]), dtype=x_train.dtype)
     for epoch in range(1, config.epochs + 1):
         reporter.epoch_started(epoch, config.epochs, batches_per_epoch)
         order = rng.permutation(n)
@@ -146,12 +149,17 @@ def train(network: Network, x_train: np.ndarray, y_train: np.ndarray, config: Tr
         loss_sum, correct = 0.0, 0
         for batch in range(batches_per_epoch):
             index = order[batch * config.batch_size:(batch + 1) * config.batch_size]
-            x, labels = x_train[index], y_train[index]
+            # mode="clip" skips np.take's bounds-checked copy (the indices are a permutation).
+            x = np.take(x_train, index, axis=0, out=batch_buffer[:len(index)], mode="clip")
+            labels = y_train[index]
             if augment is not None:
                 x = augment(x, rng)
             optimizer.lr = schedule(step)
-            logits = network.forward(x, training=True)
-            loss = loss_fn.forward(logits, labels)
+            # A diverging run overflows to inf/NaN; that is caught just below as a clear error, so
+            # NumPy's overflow warnings would only add noise.
+            with np.errstate(over="ignore", invalid="ignore"):
+                logits = network.forward(x, training=True)
+                loss = loss_fn.forward(logits, labels)
             if not math.isfinite(loss):
                 network.load_state(last_good)
                 raise TrainingDiverged(
@@ -162,7 +170,7 @@ def train(network: Network, x_train: np.ndarray, y_train: np.ndarray, config: Tr
             optimizer.step()
             step += 1
             loss_sum += loss * len(index)
-            correct += int((logits.argmax(axis=1) == labels).sum())
+            correct += int(np.count_nonzero(logits.argmax(axis=1) == labels))
             reporter.batch_done(batch + 1, loss)
         seconds = time.perf_counter() - started
         val_accuracy = accuracy_of(network, x_val, y_val) if x_val is not None and len(x_val) else None

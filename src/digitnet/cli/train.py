@@ -11,6 +11,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from threadpoolctl import threadpool_limits
 
+from ..augment import STRENGTHS, make_augmenter
 from ..data import DATASETS
 from ..errors import TrainingDiverged
 from ..metrics import accuracy
@@ -64,6 +65,9 @@ def recipe_help(field: str) -> str:
               show_default=True, help="Architecture: mlp is the seed network.")
 @click.option("--hidden", default="128", callback=parse_hidden, show_default=True,
               help="Hidden layer sizes of the mlp, comma-separated (e.g. 256,128).")
+@click.option("--augment", type=click.Choice(["none", *STRENGTHS]), default="none", show_default=True,
+              help="Random distortions (shift, rotation, scale, shear; elastic from medium on) of every "
+                   "training batch; the recipe adapts (more epochs).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help=recipe_help("epochs"))
 @click.option("--batch-size", type=click.IntRange(1), default=None, help=recipe_help("batch_size"))
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help=recipe_help("optimizer"))
@@ -87,20 +91,21 @@ def recipe_help(field: str) -> str:
               help="Also write the learning curve and sample predictions as PNGs into this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results.")
 @data_options
-def train(dataset, model_name, hidden, epochs, batch_size, optimizer, lr, schedule, weight_decay,
+def train(dataset, model_name, hidden, augment, epochs, batch_size, optimizer, lr, schedule, weight_decay,
           label_smoothing, val_size, patience, dtype, seed, threads, out, plots, as_json, data_dir, cache_dir,
           openml) -> None:
     """Train a network on a dataset (MNIST by default), report test accuracy, and save it.
 
     With no options: the seed network 784-128-10 with digitnet's tuned recipe.
     """
-    config = default_config(model_name)
+    augment_name = None if augment == "none" else augment
+    config = default_config(model_name, augment_name)
     overrides = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "schedule": schedule,
                  "weight_decay": weight_decay, "label_smoothing": label_smoothing, "patience": patience}
     config = replace(config, **{key: value for key, value in overrides.items() if value is not None})
     if lr is not None:
         config.lr = lr
-    elif optimizer is not None and optimizer != default_config(model_name).optimizer:
+    elif optimizer is not None and optimizer != default_config(model_name, augment_name).optimizer:
         config.lr = DEFAULT_LR[optimizer]
 
     data = load_dataset_for_cli(dataset, data_dir, cache_dir, openml)
@@ -115,6 +120,8 @@ def train(dataset, model_name, hidden, epochs, batch_size, optimizer, lr, schedu
                             mean=float(train_pixels.mean() / 255), std=float(train_pixels.std() / 255),
                             class_names=data.class_names)
     x_all = network.prepare(data.train_images)
+    # Empty (black) pixels in the network's normalised units, for the area shifted into view.
+    augmenter = make_augmenter(augment_name, background=(0 - network.mean) / network.std)
     labels = data.train_labels.astype(np.int64)
     status_console.print(f"Training {network.describe()} on {dataset}: {len(train_index)} training and "
                          f"{len(val_index)} validation images; {config.optimizer} lr {config.lr:g}, "
@@ -126,15 +133,15 @@ def train(dataset, model_name, hidden, epochs, batch_size, optimizer, lr, schedu
         try:
             history = run_training(network, x_all[train_index], labels[train_index], config, rng,
                                    x_val=x_all[val_index], y_val=labels[val_index],
-                                   reporter=ProgressReporter(progress))
+                                   reporter=ProgressReporter(progress), augment=augmenter)
         except TrainingDiverged as error:
             raise TrainingDiverged(f"{error} Nothing was written to {out}.") from None
         test_accuracy = accuracy(data.test_labels, network.predict(data.test_images))
     network.metadata.update({
         "dataset": dataset,
         "model": model_name,
-        "training": {**config.to_dict(), "hidden": list(hidden), "seed": seed, "val_size": val_size,
-                     "train_size": len(train_index), "dtype": dtype},
+        "training": {**config.to_dict(), "hidden": list(hidden), "augment": augment, "seed": seed,
+                     "val_size": val_size, "train_size": len(train_index), "dtype": dtype},
         "metrics": {"test_accuracy": test_accuracy, "train_seconds": history.train_seconds},
         "history": history.to_list(),
     })

@@ -91,7 +91,9 @@ class Dense(Layer):
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self.x = x
-        return x @ self.params["W"] + self.params["b"]
+        y = x @ self.params["W"]
+        y += self.params["b"]  # in place: one pass, and no second (N, out) array
+        return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         # Written into the existing arrays, so the optimiser can hold on to them.

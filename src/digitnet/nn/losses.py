@@ -61,12 +61,35 @@ class SoftmaxCrossEntropy:
         return y
 
     def forward(self, logits: np.ndarray, labels: np.ndarray) -> float:
-        """Mean loss over the batch; ``labels`` are integer class indices."""
-        log_p = log_softmax(logits)
-        self.probabilities = np.exp(log_p)
-        self.target = self.targets(labels, logits.shape[1], logits.dtype)
-        return float(-(self.target * log_p).sum() / logits.shape[0])
+        """Mean loss over the batch; ``labels`` are integer class indices.
+
+        Computed as ``-log p_label = log sum_j exp(z_j - m) - (z_label - m)`` with ``m`` the row
+        maximum: the same value as ``-(onehot * log_softmax(z)).sum()`` without building the
+        one-hot matrix, and the probabilities for :meth:`backward` come out of the same ``exp``.
+        """
+        n, num_classes = logits.shape
+        rows = np.arange(n)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        shifted_label = shifted[rows, labels]
+        exp = np.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        self.probabilities = np.divide(exp, total, out=exp)
+        self.labels, self.rows = labels, rows
+        log_total = np.log(total).sum()
+        loss = log_total - shifted_label.sum()
+        if self.label_smoothing:
+            # The uniform part of the target: -(1/K) sum_k log p_k = log(total) - mean_k shifted_k.
+            uniform = log_total - shifted.sum() / num_classes
+            loss = (1 - self.label_smoothing) * loss + self.label_smoothing * uniform
+        return float(loss / n)
 
     def backward(self) -> np.ndarray:
         """Gradient of the mean loss with respect to the logits: ``(p - y) / N``."""
-        return (self.probabilities - self.target) / self.probabilities.shape[0]
+        n, num_classes = self.probabilities.shape
+        grad = self.probabilities.copy()
+        # y is (1 - e) at the label plus e / K everywhere (e = 0: the plain one-hot target).
+        grad[self.rows, self.labels] -= 1 - self.label_smoothing
+        if self.label_smoothing:
+            grad -= self.label_smoothing / num_classes
+        grad /= n
+        return grad

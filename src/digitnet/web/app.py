@@ -10,7 +10,7 @@ Routes
 ``POST /api/predict``    a digit in, the prediction out; see :func:`create_app` for the formats
 ``GET /api/model``       what the model is: architecture, dataset, test accuracy, versions
 ``GET /healthz``         liveness probe
-``GET /openapi.json``    the API's schema (``/docs`` renders it)
+``GET /openapi.json``    the API's schema (``/docs`` renders it, with a viewer FastAPI loads from a CDN: online only)
 
 Every drawing and upload goes through :func:`digitnet.preprocess.to_mnist`, the same MNIST-style
 cropping, scaling and centring that ``digitnet predict`` applies to image files, so an off-centre,
