@@ -17,20 +17,28 @@ console = Console(highlight=False)
 DEFAULT_MODEL = "model.npz"
 
 
-def data_options(function):
-    """``--data-dir``, ``--cache-dir`` and ``--openml``, shared by every command that reads a dataset."""
-    function = click.option("--openml", is_flag=True,
-                            help="Also allow downloading MNIST from OpenML via scikit-learn "
-                                 "(needs the internet).")(function)
+def dir_options(function):
+    """``--data-dir`` and ``--cache-dir``: where dataset files are looked for and kept."""
     function = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
                             envvar="DIGITNET_CACHE_DIR", show_envvar=True,
                             help="Where verified dataset files are kept [default: the user cache "
                                  "directory].")(function)
-    function = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                            envvar="DIGITNET_DATA_DIR", show_envvar=True,
-                            help="A folder holding the dataset files (plain or .gz), tried before "
-                                 "any download.")(function)
-    return function
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                        envvar="DIGITNET_DATA_DIR", show_envvar=True,
+                        help="A folder holding the dataset files (plain or .gz), tried before "
+                             "any download.")(function)
+
+
+def openml_option(function):
+    """``--openml``: the opt-in OpenML source."""
+    return click.option("--openml", is_flag=True,
+                        help="Also allow downloading MNIST from OpenML via scikit-learn "
+                             "(needs the internet).")(function)
+
+
+def data_options(function):
+    """Every dataset option, shared by the commands that read a dataset."""
+    return dir_options(openml_option(function))
 
 
 def load_dataset_for_cli(name: str, data_dir, cache_dir, openml: bool):

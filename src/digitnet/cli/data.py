@@ -18,6 +18,8 @@ from rich.table import Table
 from digitnet.data import DATASETS, dataset_info, fetch_dataset, verify_dataset
 from digitnet.errors import DigitnetError
 
+from .common import dir_options, openml_option
+
 __all__ = ["data"]
 
 
@@ -28,22 +30,6 @@ def _dataset_option(function: Callable[..., Any]) -> Callable[..., Any]:
         default="mnist",
         show_default=True,
         help="Which dataset of the catalogue.",
-    )(function)
-
-
-def _dir_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    directory = click.Path(file_okay=False, path_type=Path)
-    function = click.option(
-        "--cache-dir",
-        type=directory,
-        default=None,
-        help="Cache root for verified files [default: $DIGITNET_CACHE_DIR or the user cache directory].",
-    )(function)
-    return click.option(
-        "--data-dir",
-        type=directory,
-        default=None,
-        help="Folder holding the dataset's IDX files, plain or .gz [default: $DIGITNET_DATA_DIR].",
     )(function)
 
 
@@ -64,8 +50,8 @@ def data() -> None:
 
 @data.command()
 @_dataset_option
-@_dir_options
-@click.option("--openml", is_flag=True, help="Also try OpenML through scikit-learn (needs the open internet).")
+@dir_options
+@openml_option
 def fetch(dataset: str, data_dir: Path | None, cache_dir: Path | None, openml: bool) -> None:
     """Download (or copy from --data-dir) a dataset, verify it, and store it in the cache."""
     console = _console()
@@ -90,7 +76,7 @@ def fetch(dataset: str, data_dir: Path | None, cache_dir: Path | None, openml: b
 
 @data.command()
 @_dataset_option
-@_dir_options
+@dir_options
 def info(dataset: str, data_dir: Path | None, cache_dir: Path | None) -> None:
     """Show a dataset's classes, split sizes, cache location, cached files and sources."""
     console = _console()
@@ -124,7 +110,7 @@ def info(dataset: str, data_dir: Path | None, cache_dir: Path | None) -> None:
 
 @data.command()
 @_dataset_option
-@_dir_options
+@dir_options
 def verify(dataset: str, data_dir: Path | None, cache_dir: Path | None) -> None:
     """Re-hash the cached files (or those in --data-dir) and fail if any is missing or corrupt."""
     console = _console()
