@@ -115,8 +115,11 @@ class Network:
         """
         images = np.asarray(images)
         scale = 1 / 255 if images.dtype == np.uint8 else 1.0
-        x = images.reshape((images.shape[0], *self.input_shape)).astype(self.dtype)
-        return (x * scale - self.mean) / self.std
+        x = images.reshape((images.shape[0], *self.input_shape)).astype(self.dtype)  # a fresh copy
+        # (x * scale - mean) / std, computed in place: no temporaries the size of the dataset.
+        x *= scale / self.std
+        x -= self.mean / self.std
+        return x
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
         """Class probabilities ``(N, K)`` for images with values in [0, 1] (or uint8)."""
