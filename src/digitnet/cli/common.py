@@ -11,8 +11,8 @@ from rich.console import Console
 from ..nn import Network
 
 #: Status and progress go to stderr so that ``--json`` output on stdout stays machine-readable.
-status_console = Console(stderr=True, highlight=False)
-console = Console(highlight=False)
+status_console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True)
 
 DEFAULT_MODEL = "model.npz"
 

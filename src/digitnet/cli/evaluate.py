@@ -13,29 +13,38 @@ from .common import console, data_options, load_dataset_for_cli, load_model
 
 
 @click.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--dataset", type=click.Choice(sorted(DATASETS)), default=None,
               help="Evaluate on this dataset's test set [default: the one the model was trained on].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @data_options
-def evaluate(model, dataset, as_json, data_dir, cache_dir, openml) -> None:
-    """Accuracy, confusion matrix and per-class precision and recall of MODEL on the test set."""
-    network = load_model(model)
+def evaluate(models, dataset, as_json, data_dir, cache_dir, openml) -> None:
+    """Accuracy, confusion matrix and per-class precision and recall of MODEL on the test set.
+
+    Several MODELS are evaluated as an ensemble: their class probabilities are averaged.
+    """
+    networks = [load_model(model) for model in models]
+    network = networks[0]
     dataset = dataset or network.metadata.get("dataset", "mnist")
     data = load_dataset_for_cli(dataset, data_dir, cache_dir, openml)
-    if (1, *data.image_shape) != network.input_shape or data.num_classes != len(network.class_names):
-        raise click.ClickException(f"{model} reads {network.input_shape} images with "
-                                   f"{len(network.class_names)} classes, but {dataset} has "
-                                   f"{data.image_shape} images with {data.num_classes}; pass the "
-                                   "--dataset it was trained on.")
-    result = score(data.test_labels, network.predict(data.test_images), data.num_classes)
+    for model, member in zip(models, networks):
+        if (1, *data.image_shape) != member.input_shape or data.num_classes != len(member.class_names):
+            raise click.ClickException(f"{model} reads {member.input_shape} images with "
+                                       f"{len(member.class_names)} classes, but {dataset} has "
+                                       f"{data.image_shape} images with {data.num_classes}; pass the "
+                                       "--dataset it was trained on.")
+    probabilities = sum(member.predict_proba(data.test_images) for member in networks) / len(networks)
+    result = score(data.test_labels, probabilities.argmax(axis=1), data.num_classes)
+    model = " + ".join(models)
     if as_json:
         click.echo(json.dumps({
-            "model": str(model), "dataset": dataset, "accuracy": result.accuracy, "n": result.n,
+            "model": model, "models": list(models), "dataset": dataset, "accuracy": result.accuracy,
+            "n": result.n,
             "confusion": result.confusion.tolist(), "precision": result.precision.tolist(),
             "recall": result.recall.tolist(), "class_names": network.class_names}))
         return
-    console.print(f"[bold]{model}[/bold]: {network.describe()} on the {dataset} test set")
+    described = network.describe() if len(networks) == 1 else f"an ensemble of {len(networks)} models"
+    console.print(f"[bold]{model}[/bold]: {described} on the {dataset} test set")
     console.print(f"Accuracy [bold]{result.accuracy:.2%}[/bold] ({int(result.confusion.trace())} of "
                   f"{result.n} correct)\n")
     classes = Table(title="Per class")
