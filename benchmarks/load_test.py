@@ -94,7 +94,7 @@ class Server:
     def __init__(self, model: Path) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"),
                                                                         os.environ.get("PYTHONPATH")]))}
-        self.command = [sys.executable, "-m", "digitnet.cli.serve", str(model), "--host", "127.0.0.1",
+        self.command = [sys.executable, "-m", "digitnet", "serve", str(model), "--host", "127.0.0.1",
                         "--port", "0"]
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True, env=env)

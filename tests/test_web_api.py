@@ -462,7 +462,7 @@ def test_digitnet_serve_answers_on_the_url_it_prints(network, tmp_path):
     network.save(tmp_path / "model.npz")
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
-    process = subprocess.Popen([sys.executable, "-m", "digitnet.cli.serve", str(tmp_path / "model.npz"),
+    process = subprocess.Popen([sys.executable, "-m", "digitnet", "serve", str(tmp_path / "model.npz"),
                                 "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         lines = []

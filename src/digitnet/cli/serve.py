@@ -99,7 +99,3 @@ def serve(model: Path | None, host: str, port: int) -> None:
         click.echo("Stopped.")
     finally:
         sock.close()
-
-
-if __name__ == "__main__":  # ``python -m digitnet.cli.serve``: used by benchmarks/load_test.py
-    serve()

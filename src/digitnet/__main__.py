@@ -1,0 +1,5 @@
+"""``python -m digitnet``: the same as the ``digitnet`` command."""
+
+from .cli import main
+
+main(prog_name="digitnet")
