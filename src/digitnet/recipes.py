@@ -13,13 +13,17 @@ from .train import TrainConfig
 #: (model, augmentation) -> recipe. ``None`` means no augmentation.
 RECIPES: dict[tuple[str, str | None], TrainConfig] = {
     ("mlp", None): TrainConfig(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="cosine"),
-    # 784-128-10 with on-the-fly distortions: 98.9 % test (98.5 % validation) with "light".
+    # 784-128-10 on distorted digits. "light", seeds 0/1/2: 98.87/98.66/98.82 % test (validation
+    # 98.54/98.74/98.70 %); 60 epochs scored lower on validation (98.50/98.72/98.58 %).
     ("mlp", "light"): TrainConfig(epochs=40, batch_size=128, optimizer="adam", lr=3e-3, schedule="cosine"),
     ("mlp", "medium"): TrainConfig(epochs=40, batch_size=128, optimizer="adam", lr=3e-3, schedule="cosine"),
     ("mlp", "strong"): TrainConfig(epochs=40, batch_size=128, optimizer="adam", lr=3e-3, schedule="cosine"),
-    # The small CNN of digitnet.nn.architectures.build_cnn.
+    # The small CNN of digitnet.nn.architectures.build_cnn. Plain: 99.24 % test (validation 99.12 %);
+    # dropout 0.5 with label smoothing 0.1 scored lower on validation (99.04 %, seed 0).
     ("cnn", None): TrainConfig(epochs=12, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"),
-    ("cnn", "light"): TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"),
+    # "light", seeds 0/1: 99.32/99.43 % test (validation 99.08/99.40 %) in about 9 minutes.
+    ("cnn", "light"): TrainConfig(epochs=12, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"),
+    # "medium" needs longer: 99.44 % test (validation 99.12 %) after 20 epochs.
     ("cnn", "medium"): TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"),
     ("cnn", "strong"): TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"),
 }

@@ -77,8 +77,9 @@ def recipe_help(field: str) -> str:
               help="Learning-rate schedule over the run " + recipe_help("schedule"))
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="L2 penalty.")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None)
-@click.option("--val-size", type=click.IntRange(0), default=5000, show_default=True,
-              help="Training images held out for validation (0 trains on all of them).")
+@click.option("--val-size", type=click.IntRange(0), default=None,
+              help="Training images held out for validation, 0 for none [default: one in twelve, "
+                   "5000 for MNIST].")
 @click.option("--patience", type=click.IntRange(1), default=None,
               help="Stop early after this many epochs without validation improvement.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
@@ -109,6 +110,8 @@ def train(dataset, model_name, hidden, augment, epochs, batch_size, optimizer, l
         config.lr = DEFAULT_LR[optimizer]
 
     data = load_dataset_for_cli(dataset, data_dir, cache_dir, openml)
+    if val_size is None:
+        val_size = len(data.train_labels) // 12
     if val_size >= len(data.train_labels):
         raise click.BadParameter(f"must be smaller than the {len(data.train_labels)} training images",
                                  param_hint="--val-size")

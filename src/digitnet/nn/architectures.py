@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,7 @@ def build_cnn(hidden: Sequence[int] = (128,), *, input_shape: tuple[int, ...] = 
             shape = layer.output_shape(shape)
     layers.append(Flatten())
     sizes = [int(np.prod(shape)), *hidden]
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+    for n_in, n_out in pairwise(sizes):
         layers += [Dense(n_in, n_out, rng=rng, dtype=dtype), ReLU()]
     if dropout:
         layers.append(Dropout(dropout, rng=rng))

@@ -1,0 +1,235 @@
+"""Convolution and max pooling over images ``(N, C, H, W)``.
+
+Both layers follow the contract in :mod:`digitnet.nn.layers`. The convolution is the textbook
+*im2col* construction: copy every ``kh x kw`` input patch into a column of one large matrix, so that
+the whole layer is a single matrix product (and its backward pass two more)::
+
+    cols[(c, i, j), (n, y, x)] = x_padded[n, c, y + i, x + j]
+    out[f, (n, y, x)]          = sum_k W[f, k] cols[k, (n, y, x)] + b[f]
+
+    dL/dW    = g @ cols.T          (g = dL/d(out) as an (F, N*Ho*Wo) matrix)
+    dL/db    = g summed over (n, y, x)
+    dL/dcols = W.T @ g             and col2im adds each column back onto the patch it came from.
+
+Why the memory layout is ``(C, N, H, W)`` inside: the product above yields ``(F, N, Ho, Wo)``
+directly, and the next convolution wants exactly that channel-major order for its own columns. So a
+layer returns its output as a *transposed view* with the logical shape ``(N, C, H, W)`` that every
+other layer (and PyTorch) expects, while the bytes stay channel-major; elementwise layers keep that
+layout (NumPy preserves memory order), and the next convolution reads it back without a copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .init import he_normal
+from .layers import Layer, register
+
+
+def _same_padding(kernel: int) -> tuple[int, int]:
+    """Padding before and after an axis so that a stride-1 output keeps the input's size.
+
+    An even kernel cannot be centred; like PyTorch, the extra row or column goes after.
+    """
+    total = kernel - 1
+    return total // 2, total - total // 2
+
+
+@register
+class Conv2D(Layer):
+    """2-D convolution (strictly, cross-correlation, as in every framework) with stride 1.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+        Height and width of each filter.
+    padding : "same", "valid" or int
+        ``"same"`` keeps height and width (zero padding), ``"valid"`` uses no padding, an integer
+        pads that many zeros on every side.
+    rng : numpy.random.Generator, optional
+        Draws He-initialised weights; without it the weights are zeros, to be loaded from a file.
+    dtype : numpy dtype, optional
+
+    Notes
+    -----
+    ``W`` has PyTorch's shape ``(out_channels, in_channels, kh, kw)``; ``b`` has ``(out_channels,)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3,
+                 padding: str | int = "same", *, rng: np.random.Generator | None = None,
+                 dtype=np.float32) -> None:
+        super().__init__()
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        if isinstance(padding, str) and padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same', 'valid' or an int, not {padding!r}")
+        if not isinstance(padding, str) and padding < 0:
+            raise ValueError(f"padding must not be negative, got {padding}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.padding = (int(kh), int(kw)), padding
+        if padding == "same":
+            self.pad_h, self.pad_w = _same_padding(kh), _same_padding(kw)
+        elif padding == "valid":
+            self.pad_h = self.pad_w = (0, 0)
+        else:
+            self.pad_h = self.pad_w = (int(padding), int(padding))
+        fan_in = in_channels * kh * kw
+        shape = (out_channels, in_channels, kh, kw)
+        weights = np.zeros(shape, dtype=dtype) if rng is None else he_normal(fan_in, shape, rng, dtype)
+        self.params = {"W": weights, "b": np.zeros(out_channels, dtype=dtype)}
+        self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
+        self.cols: np.ndarray | None = None
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        _, height, width = input_shape
+        kh, kw = self.kernel_size
+        return (self.out_channels, height + sum(self.pad_h) - kh + 1, width + sum(self.pad_w) - kw + 1)
+
+    #: Inference on a large batch runs in chunks whose column matrix holds at most this many values
+    #: (32 MB in float32). Why: that matrix is kh*kw times the input, gigabytes for a whole test set.
+    inference_chunk_values: ClassVar[int] = 8_000_000
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        per_image = self.in_channels * self.kernel_size[0] * self.kernel_size[1] * int(
+            np.prod(self.output_shape(x.shape[1:])[1:]))
+        chunk = max(1, self.inference_chunk_values // max(1, per_image))
+        if training or len(x) <= chunk:
+            return self._forward(x)
+        parts = [self._forward(x[i:i + chunk]).transpose(1, 0, 2, 3) for i in range(0, len(x), chunk)]
+        self.cols = None  # inference: nothing to differentiate, and the memory is released
+        return np.concatenate(parts, axis=1).transpose(1, 0, 2, 3)  # keep the channel-major layout
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        """The im2col forward pass for one batch, keeping the columns for ``backward``."""
+        n, c, height, width = x.shape
+        kh, kw = self.kernel_size
+        (top, bottom), (left, right) = self.pad_h, self.pad_w
+        out_h, out_w = height + top + bottom - kh + 1, width + left + right - kw + 1
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"a {kh}x{kw} kernel does not fit a {height}x{width} input")
+        self.input_shape = x.shape
+        # Channel-major padded input (C, N, Hp, Wp); free of copies when x came from a convolution.
+        x_cnhw = x.transpose(1, 0, 2, 3)
+        if top or bottom or left or right:
+            padded = np.zeros((c, n, height + top + bottom, width + left + right), dtype=x.dtype)
+            padded[:, :, top:top + height, left:left + width] = x_cnhw
+        else:
+            padded = x_cnhw
+        # im2col: one strided copy per kernel offset (i, j) fills the rows (c, i, j) of every column.
+        cols = np.empty((c, kh, kw, n, out_h, out_w), dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, i, j] = padded[:, :, i:i + out_h, j:j + out_w]
+        self.cols = cols.reshape(c * kh * kw, n * out_h * out_w)
+        out = self.params["W"].reshape(self.out_channels, -1) @ self.cols
+        out += self.params["b"][:, None]
+        return out.reshape(self.out_channels, n, out_h, out_w).transpose(1, 0, 2, 3)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        if self.cols is None:
+            raise RuntimeError("backward needs a forward pass with training=True (or a small batch) first")
+        n, c, height, width = self.input_shape
+        kh, kw = self.kernel_size
+        out_h, out_w = grad_out.shape[2:]
+        # g as an (F, N*Ho*Wo) matrix; no copy when it arrives in the layout forward produced.
+        g = np.ascontiguousarray(grad_out.transpose(1, 0, 2, 3)).reshape(self.out_channels, -1)
+        np.matmul(g, self.cols.T, out=self.grads["W"].reshape(self.out_channels, -1))
+        np.sum(g, axis=1, out=self.grads["b"])
+        if not self.needs_input_grad:
+            return None
+        grad_cols = (self.params["W"].reshape(self.out_channels, -1).T @ g).reshape(c, kh, kw, n, out_h, out_w)
+        # col2im: every column entry flows back to the input pixel it was copied from.
+        (top, bottom), (left, right) = self.pad_h, self.pad_w
+        grad_padded = np.zeros((c, n, height + top + bottom, width + left + right), dtype=g.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                grad_padded[:, :, i:i + out_h, j:j + out_w] += grad_cols[:, i, j]
+        grad_x = grad_padded[:, :, top:top + height, left:left + width]
+        return grad_x.transpose(1, 0, 2, 3)
+
+    def config(self) -> dict[str, Any]:
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "padding": self.padding}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], dtype=np.float32) -> Conv2D:
+        return cls(config["in_channels"], config["out_channels"], tuple(config["kernel_size"]),
+                   config["padding"], dtype=dtype)
+
+
+@register
+class MaxPool2D(Layer):
+    """Max pooling: each output is the largest value in its ``k x k`` window.
+
+    Only the window's maximum receives gradient (it alone affected the output); on ties the first
+    maximum in reading order wins, as in PyTorch. Windows that would run past the edge are dropped
+    (PyTorch's default ``ceil_mode=False``), so odd sizes lose their last row or column.
+
+    Parameters
+    ----------
+    pool_size : int
+        Window height and width.
+    stride : int, optional
+        Step between windows; defaults to ``pool_size`` (non-overlapping windows).
+    """
+
+    def __init__(self, pool_size: int = 2, stride: int | None = None) -> None:
+        super().__init__()
+        self.pool_size = int(pool_size)
+        self.stride = int(stride) if stride is not None else self.pool_size
+        if self.pool_size < 1 or self.stride < 1:
+            raise ValueError("pool_size and stride must be positive")
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        c, height, width = input_shape
+        return (c, (height - self.pool_size) // self.stride + 1, (width - self.pool_size) // self.stride + 1)
+
+    def _window_offsets(self, out_h: int, out_w: int):
+        """``(index, slices)`` for each offset in the window: the inputs at that offset of every window."""
+        s = self.stride
+        for i in range(self.pool_size):
+            for j in range(self.pool_size):
+                yield i * self.pool_size + j, (slice(None), slice(None),
+                                               slice(i, i + s * (out_h - 1) + 1, s),
+                                               slice(j, j + s * (out_w - 1) + 1, s))
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        out_h, out_w = self.output_shape(x.shape[1:])[1:]
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"a {self.pool_size}x{self.pool_size} pool does not fit a {x.shape[2:]} input")
+        self.x = x
+        offsets = self._window_offsets(out_h, out_w)
+        # Each offset's inputs are first copied into a compact array (order="K" keeps the input's
+        # memory layout, see the module notes): comparisons on compact arrays are many times faster
+        # than on the strided slices themselves.
+        _, first = next(offsets)
+        out = np.array(x[first], order="K")
+        # Which offset held the maximum, for backward. Offsets come in increasing order, so "set to
+        # t where this offset is strictly larger" is a running maximum; ">" keeps the first of ties.
+        self.argmax = np.zeros_like(out, dtype=np.uint8 if self.pool_size ** 2 <= 256 else np.int32)
+        for index, window in offsets:
+            candidate = np.array(x[window], order="K")
+            larger = candidate > out
+            np.maximum(self.argmax, larger.astype(self.argmax.dtype) * index, out=self.argmax)
+            np.maximum(out, candidate, out=out)
+        return out
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        out_h, out_w = grad_out.shape[2:]
+        covers_input = (self.stride == self.pool_size and out_h * self.stride == self.x.shape[2]
+                        and out_w * self.stride == self.x.shape[3])
+        # Every input is written below when the windows tile the input exactly; otherwise the
+        # inputs outside every window must read 0.
+        grad_x = (np.empty_like if covers_input else np.zeros_like)(self.x, dtype=grad_out.dtype)
+        overlapping = self.stride < self.pool_size
+        for index, window in self._window_offsets(out_h, out_w):
+            if overlapping:  # several windows may share an input: add their contributions
+                grad_x[window] += grad_out * (self.argmax == index)
+            else:
+                np.multiply(grad_out, self.argmax == index, out=grad_x[window])
+        return grad_x
+
+    def config(self) -> dict[str, Any]:
+        return {"pool_size": self.pool_size, "stride": self.stride}
