@@ -126,3 +126,12 @@ def test_validation_split_is_disjoint_and_complete(rng):
 
 def test_empty_history_has_zero_training_time():
     assert History().train_seconds == 0
+
+
+def test_pixel_statistics_match_numpy_on_the_unit_scale(rng):
+    from digitnet.train import pixel_statistics
+
+    images = rng.integers(0, 256, (1000, 5, 5), dtype=np.uint8)
+    mean, std = pixel_statistics(images, chunk=300)
+    assert mean == pytest.approx(images.mean() / 255, rel=1e-9)
+    assert std == pytest.approx(images.std() / 255, rel=1e-9)

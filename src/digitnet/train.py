@@ -86,6 +86,21 @@ def accuracy_of(network: Network, x: np.ndarray, labels: np.ndarray, batch_size:
     return correct / max(1, len(x))
 
 
+def pixel_statistics(images: np.ndarray, chunk: int = 4096) -> tuple[float, float]:
+    """Mean and standard deviation of uint8 ``images`` on the [0, 1] scale (the input normalisation).
+
+    Summed a chunk at a time, so no float copy of the whole training set is ever made.
+    """
+    total = total_sq = 0.0
+    for start in range(0, len(images), chunk):
+        block = images[start:start + chunk].astype(np.float64) / 255
+        total += float(block.sum())
+        total_sq += float(np.square(block).sum())
+    count = images.size
+    mean = total / count
+    return mean, math.sqrt(max(0.0, total_sq / count - mean * mean))
+
+
 def split_validation(n: int, val_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Random disjoint index sets ``(train, validation)`` over ``n`` examples."""
     if not 0 <= val_size < n:

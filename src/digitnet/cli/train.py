@@ -18,7 +18,7 @@ from ..metrics import accuracy
 from ..nn.architectures import ARCHITECTURES, build_network
 from ..optim import OPTIMIZERS, SCHEDULES
 from ..recipes import DEFAULT_LR, default_config
-from ..train import EpochRecord, Reporter, split_validation
+from ..train import EpochRecord, Reporter, pixel_statistics, split_validation
 from ..train import train as run_training
 from .common import DEFAULT_MODEL, cpu_count, data_options, load_dataset_for_cli, status_console
 
@@ -118,11 +118,10 @@ def train(dataset, model_name, hidden, augment, epochs, batch_size, optimizer, l
     rng = np.random.default_rng(seed)
     train_index, val_index = split_validation(len(data.train_labels), val_size, rng)
     train_pixels = data.train_images[train_index]
+    mean, std = pixel_statistics(train_pixels)
     network = build_network(model_name, hidden=hidden, input_shape=(1, *data.image_shape),
-                            num_classes=data.num_classes, rng=rng, dtype=np.dtype(dtype),
-                            mean=float(train_pixels.mean() / 255), std=float(train_pixels.std() / 255),
+                            num_classes=data.num_classes, rng=rng, dtype=np.dtype(dtype), mean=mean, std=std,
                             class_names=data.class_names)
-    x_all = network.prepare(data.train_images)
     # Empty (black) pixels in the network's normalised units, for the area shifted into view.
     augmenter = make_augmenter(augment_name, background=(0 - network.mean) / network.std)
     labels = data.train_labels.astype(np.int64)
@@ -134,8 +133,10 @@ def train(dataset, model_name, hidden, augment, epochs, batch_size, optimizer, l
     with threadpool_limits(limits=threads or cpu_count()), \
             Progress(*columns, console=status_console, transient=True) as progress:
         try:
-            history = run_training(network, x_all[train_index], labels[train_index], config, rng,
-                                   x_val=x_all[val_index], y_val=labels[val_index],
+            # Index the uint8 images first: one float copy of each split, no float copy of all.
+            history = run_training(network, network.prepare(train_pixels), labels[train_index], config,
+                                   rng, x_val=network.prepare(data.train_images[val_index]),
+                                   y_val=labels[val_index],
                                    reporter=ProgressReporter(progress), augment=augmenter)
         except TrainingDiverged as error:
             raise TrainingDiverged(f"{error} Nothing was written to {out}.") from None
