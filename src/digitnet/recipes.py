@@ -12,6 +12,9 @@ from .train import TrainConfig
 
 #: (model, augmentation) -> recipe. ``None`` means no augmentation.
 RECIPES: dict[tuple[str, str | None], TrainConfig] = {
+    # The seed 784-128-10. Chosen on validation (mean of 3 seeds) over Adam and Nesterov, rates 2e-3 to
+    # 4e-3, batches 64 to 256, 5 to 10 epochs, L2 and label smoothing: the extras gained < 0.05 %
+    # (noise), so the plain recipe stays. CLI seeds 0/1/2: 98.02/98.23/98.14 % test.
     ("mlp", None): TrainConfig(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="cosine"),
     # 784-128-10 on distorted digits. "light", seeds 0/1/2: 98.87/98.66/98.82 % test (validation
     # 98.54/98.74/98.70 %); 60 epochs scored lower on validation (98.50/98.72/98.58 %).
