@@ -183,3 +183,14 @@ def test_predict_prints_digit_and_probability_per_file(runner, mnist, mnist_mode
     good = render_variants(mnist.test_images[0], tmp_path, "good")[2]
     result = invoke(runner, "predict", mnist_model_path, good)
     assert result.output.startswith(f"{good}: {int(mnist.test_labels[0])} (")
+
+
+def test_cnn_trains_with_light_augmentation_unless_told_otherwise(runner, tmp_path):
+    for extra, expected in (([], "light"), (["--augment", "none"], "none")):
+        out = tmp_path / f"cnn-{expected}.npz"
+        result = invoke(runner, "train", "--dataset", "digits", "--model", "cnn", "--epochs", "1",
+                        "--out", out, "--json", *extra)
+        assert result.exit_code == 0
+        network = Network.load(out)
+        assert network.metadata["training"]["augment"] == expected
+        assert network.describe().startswith("64-conv5x5:16-pool2")

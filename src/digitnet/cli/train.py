@@ -17,7 +17,7 @@ from ..errors import TrainingDiverged
 from ..metrics import accuracy
 from ..nn.architectures import ARCHITECTURES, build_network
 from ..optim import OPTIMIZERS, SCHEDULES
-from ..recipes import DEFAULT_LR, default_config
+from ..recipes import DEFAULT_AUGMENT, DEFAULT_LR, default_config
 from ..train import EpochRecord, Reporter, pixel_statistics, split_validation
 from ..train import train as run_training
 from .common import DEFAULT_MODEL, cpu_count, data_options, load_dataset_for_cli, status_console
@@ -64,10 +64,12 @@ def recipe_help(field: str) -> str:
 @click.option("--model", "model_name", type=click.Choice(sorted(ARCHITECTURES)), default="mlp",
               show_default=True, help="Architecture: mlp is the seed network.")
 @click.option("--hidden", default="128", callback=parse_hidden, show_default=True,
-              help="Hidden layer sizes of the mlp, comma-separated (e.g. 256,128).")
-@click.option("--augment", type=click.Choice(["none", *STRENGTHS]), default="none", show_default=True,
+              help="Hidden layer sizes, comma-separated (e.g. 256,128): of the mlp, or the dense layers after "
+                   "the cnn's convolutions.")
+@click.option("--augment", type=click.Choice(["none", *STRENGTHS]), default=None,
               help="Random distortions (shift, rotation, scale, shear; elastic from medium on) of every "
-                   "training batch; the recipe adapts (more epochs).")
+                   "training batch; the recipe adapts (more epochs) [default: none for mlp, light for "
+                   "cnn].")
 @click.option("--epochs", type=click.IntRange(1), default=None, help=recipe_help("epochs"))
 @click.option("--batch-size", type=click.IntRange(1), default=None, help=recipe_help("batch_size"))
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help=recipe_help("optimizer"))
@@ -99,6 +101,8 @@ def train(dataset, model_name, hidden, augment, epochs, batch_size, optimizer, l
 
     With no options: the seed network 784-128-10 with digitnet's tuned recipe.
     """
+    if augment is None:
+        augment = DEFAULT_AUGMENT[model_name] or "none"
     augment_name = None if augment == "none" else augment
     config = default_config(model_name, augment_name)
     overrides = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "schedule": schedule,

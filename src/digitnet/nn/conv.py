@@ -149,6 +149,9 @@ class Conv2D(Layer):
         grad_x = grad_padded[:, :, top:top + height, left:left + width]
         return grad_x.transpose(1, 0, 2, 3)
 
+    def summary(self) -> str:
+        return f"conv{self.config()['kernel_size'][0]}x{self.config()['kernel_size'][1]}:{self.config()['out_channels']}"
+
     def config(self) -> dict[str, Any]:
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "padding": self.padding}
@@ -230,6 +233,9 @@ class MaxPool2D(Layer):
             else:
                 np.multiply(grad_out, self.argmax == index, out=grad_x[window])
         return grad_x
+
+    def summary(self) -> str:
+        return f"pool{self.config()['pool_size']}"
 
     def config(self) -> dict[str, Any]:
         return {"pool_size": self.pool_size, "stride": self.stride}

@@ -55,6 +55,10 @@ class Layer:
         """Shape of one example's output, given one example's input shape."""
         return input_shape
 
+    def summary(self) -> str | None:
+        """A short token for one-line architecture summaries (``None``: not worth naming)."""
+        return None
+
     def config(self) -> dict[str, Any]:
         """JSON-serialisable constructor arguments (the type name is added by the network)."""
         return {}
@@ -105,6 +109,9 @@ class Dense(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (self.out_features,)
+
+    def summary(self) -> str:
+        return str(self.out_features)
 
     def config(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features}

@@ -132,12 +132,11 @@ class Network:
         return self.predict_proba(images, batch_size).argmax(axis=1)
 
     def describe(self) -> str:
-        """A one-line architecture summary such as ``784-128-10``."""
-        sizes = [int(np.prod(self.input_shape))]
-        sizes += [layer.out_features for layer in self.layers if isinstance(layer, Dense)]
-        if all(type(layer) in (Dense, ReLU, Flatten) for layer in self.layers):
-            return "-".join(map(str, sizes))
-        return " > ".join(repr(layer) for layer in self.layers)
+        """A one-line architecture summary: ``784-128-10`` for the seed network,
+        ``784-conv5x5:16-pool2-conv5x5:32-pool2-128-dropout0.25-10`` for the CNN."""
+        tokens = [str(int(np.prod(self.input_shape)))]
+        tokens += [token for layer in self.layers if (token := layer.summary()) is not None]
+        return "-".join(tokens)
 
     def num_parameters(self) -> int:
         return sum(value.size for _, value, _ in self.parameters())

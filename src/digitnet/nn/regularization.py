@@ -48,6 +48,9 @@ class Dropout(Layer):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         return grad_out if self.scaled_mask is None else grad_out * self.scaled_mask
 
+    def summary(self) -> str:
+        return f"dropout{self.config()['rate']:g}"
+
     def config(self) -> dict[str, Any]:
         return {"rate": self.rate}
 
