@@ -138,8 +138,15 @@ class Server:
                 self.process.wait()
 
 
-async def drive(server: Server, request: dict, concurrency: int, duration: float, warmup: float) -> dict:
-    """``concurrency`` clients posting back to back; only requests that start after the warm-up count."""
+async def drive(server: Server, request: dict, concurrency: int, duration: float, warmup: float,
+                rate: float = 0.0) -> dict:
+    """``concurrency`` clients posting; only requests that start after the warm-up count.
+
+    ``rate`` 0: each client posts back to back (a closed loop: the machine is saturated). Otherwise
+    the clients together offer ``rate`` requests a second on a fixed schedule, and each latency is
+    measured from the request's scheduled start, so a slow answer that delays the next request is
+    counted against the server (no coordinated omission).
+    """
     url = server.url
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -159,8 +166,15 @@ async def drive(server: Server, request: dict, concurrency: int, duration: float
             server_cpu.append(server.cpu_seconds())
             client_cpu.append(time.process_time())
 
-        async def client_loop() -> None:
+        async def client_loop(number: int) -> None:
+            interval = concurrency / rate if rate else 0.0
+            scheduled = start + number * interval / concurrency
             while (began := time.perf_counter()) < stop_at:
+                if rate:
+                    if scheduled > began:
+                        await asyncio.sleep(scheduled - began)
+                    began = scheduled
+                    scheduled += interval
                 try:
                     response = await client.request(**request)
                     ok = response.status_code == 200
@@ -173,7 +187,7 @@ async def drive(server: Server, request: dict, concurrency: int, duration: float
                     else:
                         errors[kind] = errors.get(kind, 0) + 1
 
-        await asyncio.gather(sample_cpu_after_warmup(), *(client_loop() for _ in range(concurrency)))
+        await asyncio.gather(sample_cpu_after_warmup(), *(client_loop(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - measure_from
         server_cpu.append(server.cpu_seconds())
         client_cpu.append(time.process_time())
@@ -201,7 +215,8 @@ def markdown(result: dict) -> str:
     lat = result["latency_ms"]
     errors = sum(result["errors"].values())
     return "\n".join([
-        f"### digitnet serve under load ({result['payload']}, {result['concurrency']} concurrent clients)",
+        f"### digitnet serve under load ({result['payload']}, {result['concurrency']} concurrent clients, "
+        + (f"{result['offered_rate']:g} requests/s offered)" if result.get("offered_rate") else "back to back)"),
         "",
         f"Payload `{result['payload']}`: {PAYLOADS[result['payload']]}.",
         "",
@@ -228,6 +243,9 @@ def main() -> None:
                         help="drawing: the page's 56x56 JSON; mnist28: a 28x28 JSON array; upload: a "
                              "280x280 PNG as multipart; healthz: GET /healthz, the HTTP stack alone, a "
                              "yardstick for how busy the machine is [drawing]")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="offered requests per second, all clients together, on a fixed schedule "
+                             "[0: back to back, as fast as the machine goes]")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
 
@@ -236,11 +254,11 @@ def main() -> None:
         request = request_for(args.payload)
         server = Server(model)
         try:
-            result = asyncio.run(drive(server, request, args.concurrency, args.duration, args.warmup))
+            result = asyncio.run(drive(server, request, args.concurrency, args.duration, args.warmup, args.rate))
         finally:
             server.stop()
     result.update({
-        "payload": args.payload, "concurrency": args.concurrency, "warmup": args.warmup, "model": model_name,
+        "payload": args.payload, "concurrency": args.concurrency, "offered_rate": args.rate or None, "warmup": args.warmup, "model": model_name,
         "body_bytes": (len(request["content"]) if "content" in request
                        else len(request["files"]["image"][1]) if "files" in request else 0),
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
