@@ -194,3 +194,10 @@ def test_cnn_trains_with_light_augmentation_unless_told_otherwise(runner, tmp_pa
         network = Network.load(out)
         assert network.metadata["training"]["augment"] == expected
         assert network.describe().startswith("64-conv5x5:16-pool2")
+
+
+def test_augment_without_a_value_means_light(runner, tmp_path):
+    result = invoke(runner, "train", "--dataset", "digits", "--epochs", "1", "--augment",
+                    "--out", tmp_path / "m.npz", "--json")
+    assert result.exit_code == 0
+    assert Network.load(tmp_path / "m.npz").metadata["training"]["augment"] == "light"

@@ -66,10 +66,11 @@ def recipe_help(field: str) -> str:
 @click.option("--hidden", default="128", callback=parse_hidden, show_default=True,
               help="Hidden layer sizes, comma-separated (e.g. 256,128): of the mlp, or the dense layers after "
                    "the cnn's convolutions.")
-@click.option("--augment", type=click.Choice(["none", *STRENGTHS]), default=None,
+@click.option("--augment", type=click.Choice(["none", *STRENGTHS]), default=None, is_flag=False,
+              flag_value="light", metavar="[none|" + "|".join(STRENGTHS) + "]",
               help="Random distortions (shift, rotation, scale, shear; elastic from medium on) of every "
-                   "training batch; the recipe adapts (more epochs) [default: none for mlp, light for "
-                   "cnn].")
+                   "training batch; the recipe adapts (more epochs). --augment alone means light "
+                   "[default: none for mlp, light for cnn].")
 @click.option("--epochs", type=click.IntRange(1), default=None, help=recipe_help("epochs"))
 @click.option("--batch-size", type=click.IntRange(1), default=None, help=recipe_help("batch_size"))
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help=recipe_help("optimizer"))
