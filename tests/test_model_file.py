@@ -56,7 +56,7 @@ def test_failed_save_leaves_the_previous_file_untouched(model, tmp_path, monkeyp
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("digitnet.nn.network.os.replace", explode)
+    monkeypatch.setattr("digitnet.data.cache.os.replace", explode)
     with pytest.raises(OSError):
         model.save(target)
     assert target.read_bytes() == b"previous model"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -158,22 +157,13 @@ class Network:
     def save(self, path: str | os.PathLike) -> None:
         """Write the model to ``path`` atomically: a crash mid-write never leaves a broken file."""
         from .. import __version__
+        from ..data.cache import atomic_write_bytes  # temp file + rename, shared with the data cache
 
         path = Path(path)
         metadata = {**self.to_metadata(), "digitnet_version": __version__}
         buffer = io.BytesIO()
         np.savez(buffer, metadata=np.array(json.dumps(metadata)), **self.state())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as tmp_file:
-                tmp_file.write(buffer.getvalue())
-                tmp_file.flush()
-                os.fsync(tmp_file.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Network:
