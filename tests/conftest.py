@@ -24,6 +24,18 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / max(1e-12, np.max(np.abs(a) + np.abs(b))))
 
 
+def check_network_gradients(network, x: np.ndarray, labels: np.ndarray) -> None:
+    """Every parameter gradient of ``network`` under the cross-entropy loss vs central differences."""
+    from digitnet.nn import SoftmaxCrossEntropy
+
+    loss = SoftmaxCrossEntropy()
+    loss.forward(network.forward(x, training=True), labels)
+    network.backward(loss.backward())
+    for name, param, grad in network.parameters():
+        numeric = numerical_gradient(lambda: SoftmaxCrossEntropy().forward(network.forward(x), labels), param)
+        assert relative_error(grad, numeric) < 1e-6, name
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from conftest import numerical_gradient, relative_error
-from digitnet.nn import Conv2D, Dropout, MaxPool2D, Network, SoftmaxCrossEntropy
+from conftest import check_network_gradients
+from digitnet.nn import Conv2D, Dropout, MaxPool2D, Network
 from digitnet.nn.architectures import ARCHITECTURES, build_cnn, build_network
 from digitnet.train import TrainConfig, train
 
@@ -18,12 +18,7 @@ def test_whole_cnn_gradients_match_finite_differences(rng):
     for _, param, _ in network.parameters():
         param += 0.01 * rng.standard_normal(param.shape)  # non-zero biases too
     x, labels = rng.standard_normal((4, 1, 9, 7)), rng.integers(0, 3, 4)
-    loss = SoftmaxCrossEntropy()
-    loss.forward(network.forward(x, training=True), labels)
-    network.backward(loss.backward())
-    for name, param, grad in network.parameters():
-        numeric = numerical_gradient(lambda: SoftmaxCrossEntropy().forward(network.forward(x), labels), param)
-        assert relative_error(grad, numeric) < 1e-6, name
+    check_network_gradients(network, x, labels)
 
 
 def test_cnn_has_the_documented_layers_and_output_size(rng):

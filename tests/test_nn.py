@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import numerical_gradient, relative_error
+from conftest import check_network_gradients, numerical_gradient, relative_error
 from digitnet.nn import Dense, Flatten, ReLU, SoftmaxCrossEntropy, build_mlp, log_softmax, one_hot, softmax
 from digitnet.nn.init import he_normal
 
@@ -69,12 +69,7 @@ def test_whole_network_gradients_match_finite_differences(hidden, rng):
     for _, param, _ in network.parameters():
         param += 0.01 * rng.standard_normal(param.shape)  # non-zero biases too
     x, labels = rng.standard_normal((5, 1, 4, 4)), rng.integers(0, 3, 5)
-    loss = SoftmaxCrossEntropy()
-    loss.forward(network.forward(x, training=True), labels)
-    network.backward(loss.backward())
-    for name, param, grad in network.parameters():
-        numeric = numerical_gradient(lambda: SoftmaxCrossEntropy().forward(network.forward(x), labels), param)
-        assert relative_error(grad, numeric) < 1e-6, name
+    check_network_gradients(network, x, labels)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
