@@ -201,3 +201,17 @@ def test_augment_without_a_value_means_light(runner, tmp_path):
                     "--out", tmp_path / "m.npz", "--json")
     assert result.exit_code == 0
     assert Network.load(tmp_path / "m.npz").metadata["training"]["augment"] == "light"
+
+
+def test_data_errors_become_one_clean_line_also_when_the_data_group_runs_alone(monkeypatch):
+    from digitnet.cli.data import data
+    from digitnet.errors import DataError
+
+    def failing_fetch(*args, **kwargs):
+        raise DataError("every source failed; put the files in a folder and pass --data-dir.")
+
+    monkeypatch.setattr("digitnet.cli.data.fetch_dataset", failing_fetch)
+    for group, args in ((data, ["fetch"]), (main, ["data", "fetch"])):
+        result = CliRunner().invoke(group, args)
+        assert result.exit_code == 1
+        assert result.output.strip() == "Error: every source failed; put the files in a folder and pass --data-dir."

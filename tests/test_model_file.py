@@ -30,6 +30,16 @@ def rewrite_archive(path, change):
     np.savez(path, **arrays)
 
 
+def rewrite_metadata(path, edit):
+    """Let ``edit`` change the JSON metadata of the model file at ``path``."""
+    def change(arrays):
+        metadata = json.loads(str(arrays["metadata"]))
+        edit(metadata)
+        arrays["metadata"] = np.array(json.dumps(metadata))
+
+    rewrite_archive(path, change)
+
+
 def test_saved_and_reloaded_model_gives_bit_identical_predictions(model, tmp_path, rng):
     images = rng.random((50, 6, 6)).astype(np.float32)
     model.save(tmp_path / "m.npz")
@@ -104,13 +114,7 @@ def test_missing_array_gives_a_clear_error(model, tmp_path):
 
 def test_unknown_layer_type_gives_a_clear_error(model, tmp_path):
     model.save(tmp_path / "m.npz")
-
-    def change(arrays):
-        metadata = json.loads(str(arrays["metadata"]))
-        metadata["layers"][2]["type"] = "Teleport"
-        arrays["metadata"] = np.array(json.dumps(metadata))
-
-    rewrite_archive(tmp_path / "m.npz", change)
+    rewrite_metadata(tmp_path / "m.npz", lambda metadata: metadata["layers"][2].update(type="Teleport"))
     with pytest.raises(ModelFileError, match="unknown layer type"):
         Network.load(tmp_path / "m.npz")
 
@@ -133,12 +137,6 @@ def test_pickled_object_arrays_are_refused(tmp_path):
 
 def test_newer_format_version_asks_for_an_upgrade(model, tmp_path):
     model.save(tmp_path / "m.npz")
-
-    def change(arrays):
-        metadata = json.loads(str(arrays["metadata"]))
-        metadata["format_version"] = 99
-        arrays["metadata"] = np.array(json.dumps(metadata))
-
-    rewrite_archive(tmp_path / "m.npz", change)
+    rewrite_metadata(tmp_path / "m.npz", lambda metadata: metadata.update(format_version=99))
     with pytest.raises(ModelFileError, match="upgrade digitnet"):
         Network.load(tmp_path / "m.npz")

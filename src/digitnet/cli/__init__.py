@@ -9,17 +9,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from ..errors import DigitnetError
-
-
-class DigitnetGroup(click.Group):
-    """A click group that reports user errors as one clean message."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except DigitnetError as error:
-            raise click.ClickException(str(error)) from None
+from .common import DigitnetGroup
 
 
 @click.group(cls=DigitnetGroup, context_settings={"help_option_names": ["-h", "--help"]})

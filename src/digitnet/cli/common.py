@@ -8,7 +8,18 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from ..errors import DigitnetError
 from ..nn import Network
+
+class DigitnetGroup(click.Group):
+    """A click group that reports user errors (:class:`DigitnetError`) as one clean message."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DigitnetError as error:
+            raise click.ClickException(str(error)) from None
+
 
 #: Status and progress go to stderr so that ``--json`` output on stdout stays machine-readable.
 status_console = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -1,8 +1,8 @@
 """``digitnet data``: fetch, inspect and verify the datasets digitnet trains on.
 
 Register it on the main group with ``main.add_command(data)``. Every
-:class:`~digitnet.errors.DigitnetError` is turned into a one-line ``click.ClickException`` here,
-at the command-line boundary.
+:class:`~digitnet.errors.DigitnetError` is turned into a one-line ``click.ClickException`` by the
+group (:class:`~digitnet.cli.common.DigitnetGroup`), at the command-line boundary.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from digitnet.data import DATASETS, dataset_info, fetch_dataset, verify_dataset
-from digitnet.errors import DigitnetError
 
-from .common import dir_options, openml_option
+from .common import DigitnetGroup, dir_options, openml_option
 
 __all__ = ["data"]
 
@@ -43,7 +42,7 @@ def _say(console: Console) -> Callable[[str], None]:
     return lambda message: console.print(message, markup=False)
 
 
-@click.group("data")
+@click.group("data", cls=DigitnetGroup)
 def data() -> None:
     """Fetch, inspect and verify the datasets digitnet trains on."""
 
@@ -55,12 +54,9 @@ def data() -> None:
 def fetch(dataset: str, data_dir: Path | None, cache_dir: Path | None, openml: bool) -> None:
     """Download (or copy from --data-dir) a dataset, verify it, and store it in the cache."""
     console = _console()
-    try:
-        result = fetch_dataset(
-            dataset, data_dir=data_dir, cache_dir=cache_dir, allow_openml=openml, progress=_say(console)
-        )
-    except DigitnetError as exc:
-        raise click.ClickException(str(exc)) from exc
+    result = fetch_dataset(
+        dataset, data_dir=data_dir, cache_dir=cache_dir, allow_openml=openml, progress=_say(console)
+    )
     if result["note"]:
         console.print(result["note"], markup=False)
         return
@@ -80,10 +76,7 @@ def fetch(dataset: str, data_dir: Path | None, cache_dir: Path | None, openml: b
 def info(dataset: str, data_dir: Path | None, cache_dir: Path | None) -> None:
     """Show a dataset's classes, split sizes, cache location, cached files and sources."""
     console = _console()
-    try:
-        result = dataset_info(dataset, cache_dir=cache_dir, data_dir=data_dir)
-    except DigitnetError as exc:
-        raise click.ClickException(str(exc)) from exc
+    result = dataset_info(dataset, cache_dir=cache_dir, data_dir=data_dir)
     height, width = result["image_shape"]
     splits = result["splits"]
     console.print(f"{result['dataset']}: {result['title']}", markup=False)
@@ -114,10 +107,7 @@ def info(dataset: str, data_dir: Path | None, cache_dir: Path | None) -> None:
 def verify(dataset: str, data_dir: Path | None, cache_dir: Path | None) -> None:
     """Re-hash the cached files (or those in --data-dir) and fail if any is missing or corrupt."""
     console = _console()
-    try:
-        result = verify_dataset(dataset, cache_dir=cache_dir, data_dir=data_dir)
-    except DigitnetError as exc:
-        raise click.ClickException(str(exc)) from exc
+    result = verify_dataset(dataset, cache_dir=cache_dir, data_dir=data_dir)
     if result["note"]:
         console.print(result["note"], markup=False)
         return
