@@ -128,3 +128,43 @@ def test_first_dense_layer_skips_the_unneeded_input_gradient(rng):
 def test_float64_networks_compute_in_float64(rng):
     network = build_mlp((8,), input_shape=(1, 3, 3), num_classes=2, rng=rng, dtype=np.float64)
     assert network.forward(network.prepare(rng.random((2, 3, 3)))).dtype == np.float64
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam"])
+def test_one_flat_parameter_buffer_trains_exactly_like_separate_arrays(optimizer, rng):
+    """The optimiser updates one flat array; the layers' named arrays are views into it."""
+    from digitnet.optim import make_optimizer
+
+    x = rng.standard_normal((16, 1, 6, 6))
+    labels = rng.integers(0, 10, 16)
+    networks = [build_mlp((7, 5), input_shape=(1, 6, 6), rng=np.random.default_rng(3), dtype=np.float64)
+                for _ in range(2)]
+    flat, separate = networks
+    (flat_params, flat_grads), = flat.flat_parameters()
+    assert flat_params.size == flat.num_parameters()
+    for _, value, grad in flat.parameters():
+        assert np.shares_memory(value, flat_params) and np.shares_memory(grad, flat_grads)
+    optimizers = [make_optimizer(optimizer, flat.flat_parameters(), 0.05, weight_decay=1e-3),
+                  make_optimizer(optimizer, [(p, g) for _, p, g in separate.parameters()], 0.05, weight_decay=1e-3)]
+    loss = SoftmaxCrossEntropy()
+    for _ in range(5):
+        for network, opt in zip(networks, optimizers):
+            loss.forward(network.forward(x, training=True), labels)
+            network.backward(loss.backward())
+            opt.step()
+    for (name, a, _), (_, b, _) in zip(flat.parameters(), separate.parameters()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15, err_msg=name)
+    assert not np.allclose(flat_params, np.concatenate([v.ravel() for _, v, _ in build_mlp(
+        (7, 5), input_shape=(1, 6, 6), rng=np.random.default_rng(3), dtype=np.float64).parameters()]))
+
+
+def test_loaded_networks_share_one_flat_buffer_too(tmp_path, rng):
+    network = build_mlp((8,), input_shape=(1, 4, 4), rng=rng)
+    network.save(tmp_path / "m.npz")
+    from digitnet.nn import Network
+
+    loaded = Network.load(tmp_path / "m.npz")
+    (flat_params, _), = loaded.flat_parameters()
+    np.testing.assert_array_equal(flat_params, network.flat_parameters()[0][0])
+    flat_params[:] = 0  # the layers see a change made through the flat buffer
+    assert all(not value.any() for _, value, _ in loaded.parameters())

@@ -55,6 +55,7 @@ class Network:
         self.class_names = list(class_names)
         self.metadata = dict(metadata or {})
         self._mark_layers_needing_input_grad()
+        self._flat_params, self._flat_grads = self._pack_parameters()
 
     def _mark_layers_needing_input_grad(self) -> None:
         # Nothing before the first layer with parameters is trained, so that layer need not
@@ -63,6 +64,38 @@ class Network:
         for layer in self.layers:
             layer.needs_input_grad = seen_params
             seen_params = seen_params or bool(layer.params)
+
+    def _pack_parameters(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        # Every parameter (and gradient) becomes a view into one flat array, so the optimiser can
+        # update them all with a dozen whole-array operations instead of a dozen per array: at
+        # batch 128 the per-call overhead is a noticeable part of a step. Layers keep their named
+        # arrays; they just share memory now (which is why layers write gradients in place).
+        pairs = [(layer, name) for layer in self.layers for name in layer.params]
+        dtypes = {layer.params[name].dtype for layer, name in pairs}
+        if len(dtypes) != 1:  # no parameters, or mixed precisions: keep the separate arrays
+            return None, None
+        dtype = dtypes.pop()
+        total = sum(layer.params[name].size for layer, name in pairs)
+        flat_params, flat_grads = np.empty(total, dtype=dtype), np.zeros(total, dtype=dtype)
+        offset = 0
+        for layer, name in pairs:
+            value = layer.params[name]
+            end = offset + value.size
+            layer.params[name] = flat_params[offset:end].reshape(value.shape)
+            layer.params[name][...] = value
+            layer.grads[name] = flat_grads[offset:end].reshape(value.shape)
+            offset = end
+        return flat_params, flat_grads
+
+    def flat_parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(parameter, gradient)`` pairs for an optimiser: one flat pair holding every array.
+
+        Falls back to one pair per array (as in :meth:`parameters`) when the layers' arrays could
+        not share one buffer. Either way an optimiser updates exactly the same numbers.
+        """
+        if self._flat_params is None:
+            return [(value, grad) for _, value, grad in self.parameters()]
+        return [(self._flat_params, self._flat_grads)]
 
     @property
     def dtype(self) -> np.dtype:
