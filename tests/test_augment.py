@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digitnet.augment import STRENGTHS, Augmenter, Strength, gaussian_upsampling_matrix, make_augmenter
+from digitnet.augment import (INTERPOLATIONS, STRENGTHS, Augmenter, Strength, gaussian_upsampling_matrix,
+                              make_augmenter)
 
 BACKGROUND = np.float32(-0.4242)  # a normalised black pixel, (0 - 0.1307) / 0.3081
 
@@ -14,11 +15,20 @@ def identity(n):
     return np.tile(np.eye(2), (n, 1, 1)), np.zeros((n, 2))
 
 
+def sampler(interpolation):
+    """An augmenter whose ``transform`` reads the input with the given interpolation."""
+    return Augmenter(Strength(interpolation=interpolation), background=BACKGROUND)
+
+
+both_interpolations = pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+
+
+@both_interpolations
 @pytest.mark.parametrize("shape", [(5, 1, 28, 28), (3, 28, 28), (4, 2, 13, 17)],
                          ids=["network batch", "plain images", "two channels, odd size"])
-def test_identity_transform_returns_the_input_exactly(shape, rng):
+def test_identity_transform_returns_the_input_exactly(shape, interpolation, rng):
     batch = rng.standard_normal(shape).astype(np.float32)
-    out = Augmenter(background=BACKGROUND).transform(batch, *identity(shape[0]))
+    out = sampler(interpolation).transform(batch, *identity(shape[0]))
     assert out.dtype == batch.dtype
     np.testing.assert_array_equal(out, batch)
 
@@ -28,11 +38,12 @@ def test_zero_strength_returns_the_input(rng):
     np.testing.assert_array_equal(Augmenter(Strength())(batch, rng), batch)
 
 
-def test_an_integer_shift_moves_every_pixel_and_fills_with_background(rng):
+@both_interpolations
+def test_an_integer_shift_moves_every_pixel_and_fills_with_background(interpolation, rng):
     batch = rng.standard_normal((2, 1, 8, 9)).astype(np.float32)
     matrices, shifts = identity(2)
     shifts[:] = [2, -1]  # each output pixel reads 2 to the right and 1 above: content moves left, down
-    out = Augmenter(background=BACKGROUND).transform(batch, matrices, shifts)
+    out = sampler(interpolation).transform(batch, matrices, shifts)
     np.testing.assert_array_equal(out[:, :, 1:, :-2], batch[:, :, :-1, 2:])
     np.testing.assert_array_equal(out[:, :, 0, :], BACKGROUND)
     np.testing.assert_array_equal(out[:, :, :, -2:], BACKGROUND)
@@ -42,14 +53,35 @@ def test_a_half_pixel_shift_averages_neighbours(rng):
     batch = rng.standard_normal((1, 1, 4, 6)).astype(np.float64)
     matrices, shifts = identity(1)
     shifts[:] = [0.5, 0]
-    out = Augmenter().transform(batch, matrices, shifts)
+    out = sampler("bilinear").transform(batch, matrices, shifts)
     np.testing.assert_allclose(out[..., :-1], (batch[..., :-1] + batch[..., 1:]) / 2, rtol=1e-6)
 
 
-def test_a_quarter_turn_rotates_the_image(rng):
+def test_nearest_sampling_reads_the_closest_pixel(rng):
+    batch = rng.standard_normal((1, 1, 5, 6)).astype(np.float32)
+    matrices, shifts = identity(1)
+    shifts[:] = [0.4, -0.4]  # closer to the pixel itself than to any neighbour
+    np.testing.assert_array_equal(sampler("nearest").transform(batch, matrices, shifts), batch)
+    shifts[:] = [0.6, 1.6]  # closer to the pixel one right and two down
+    out = sampler("nearest").transform(batch, matrices, shifts)
+    np.testing.assert_array_equal(out[..., :-2, :-1], batch[..., 2:, 1:])
+    np.testing.assert_array_equal(out[..., -2:, :], BACKGROUND)
+
+
+def test_nearest_sampling_only_copies_input_pixels_or_background(rng):
+    batch = rng.standard_normal((16, 1, 28, 28)).astype(np.float32)
+    strong_but_nearest = Strength(**{**STRENGTHS["strong"].to_dict(), "interpolation": "nearest"})
+    out = Augmenter(strong_but_nearest, background=BACKGROUND)(batch, rng)  # affine and elastic
+    for image, distorted in zip(batch, out):
+        assert np.isin(distorted, np.append(image.ravel(), BACKGROUND)).all()
+    assert not np.array_equal(out, batch)
+
+
+@both_interpolations
+def test_a_quarter_turn_rotates_the_image(interpolation, rng):
     batch = rng.standard_normal((1, 1, 7, 7)).astype(np.float32)
     rotate = np.array([[[0.0, 1.0], [-1.0, 0.0]]])  # output (x, y) reads input (y, -x), y pointing down
-    out = Augmenter().transform(batch, rotate, np.zeros((1, 2)))
+    out = sampler(interpolation).transform(batch, rotate, np.zeros((1, 2)))
     np.testing.assert_allclose(out[0, 0], np.rot90(batch[0, 0], k=-1), atol=1e-6)  # clockwise
 
 
@@ -78,7 +110,7 @@ def test_batches_of_changing_size_give_the_same_result_as_a_fresh_augmenter(rng)
 
 @pytest.mark.parametrize("name", sorted(STRENGTHS))
 def test_augmented_pixels_stay_within_the_input_range(name, rng):
-    """Bilinear interpolation mixes existing values; it never overshoots them."""
+    """Bilinear interpolation mixes existing values and nearest copies them: neither overshoots."""
     batch = rng.uniform(0, 1, (16, 1, 28, 28)).astype(np.float32)
     out = Augmenter(name, background=0.0)(batch, rng)
     assert out.min() >= 0 and out.max() <= batch.max() + 1e-6
@@ -102,6 +134,8 @@ def test_upsampling_matrix_rows_have_unit_length():
 def test_unknown_strength_is_refused_and_none_means_no_augmentation():
     with pytest.raises(ValueError, match="unknown augmentation"):
         Augmenter("extreme")
+    with pytest.raises(ValueError, match="unknown interpolation"):
+        Strength(interpolation="bicubic")
     assert make_augmenter("none") is None and make_augmenter(None) is None
     assert isinstance(make_augmenter("light", BACKGROUND), Augmenter)
 

@@ -9,11 +9,17 @@ free. Two kinds of distortion are combined, as in Simard, Steinkraus & Platt (20
 
 Both are expressed the same way: each output pixel ``p`` reads the input at the point
 ``A (p - c) + c + t + d(p)`` (``c`` the image centre, ``A`` the 2x2 matrix, ``t`` the shift,
-``d`` the elastic displacement) by **bilinear interpolation** between the four nearest pixels.
-Points outside the image read the background (the normalised value of a black pixel).
+``d`` the elastic displacement). Points outside the image read the background (the normalised
+value of a black pixel). The input is read in one of two ways:
+
+* **nearest**: the value of the pixel nearest to the point. One gather per output pixel, so it is
+  about three times cheaper, and for the affine-only "light" strength it trains the seed network
+  just as well (validation 98.60 / 98.78 % against 98.58 / 98.64 % with bilinear, seeds 0 / 1);
+* **bilinear**: a weighted mean of the four nearest pixels. Elastic fields move pixels by
+  fractions of a pixel, which only interpolation can show, so the elastic strengths use it.
 
 Everything is vectorised over the batch: the sample points of all images form one array, and the
-four neighbours are fetched with one flat-index gather each (``np.take``). The elastic fields are
+pixels are fetched with one flat-index gather (``np.take``) per neighbour. The elastic fields are
 drawn on a coarse grid and smoothed up to full size by two small matrix products
 (``U @ Z @ U.T``, with ``U`` a fixed Gaussian interpolation matrix), which is both the textbook
 recipe (Gaussian-smoothed noise) and far cheaper than smoothing full-size noise.
@@ -25,6 +31,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+
+INTERPOLATIONS = ("bilinear", "nearest")
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,8 @@ class Strength:
         Root-mean-square elastic displacement in pixels (0 turns elastic distortion off).
     elastic_grid : int
         Side of the coarse grid of random displacements; fewer points give smoother fields.
+    interpolation : str
+        How a distorted image reads its input: ``"bilinear"`` or ``"nearest"`` (see the module notes).
     """
 
     shift: float = 0.0
@@ -53,6 +64,12 @@ class Strength:
     shear: float = 0.0
     elastic: float = 0.0
     elastic_grid: int = 4
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}; "
+                             f"choose one of {', '.join(INTERPOLATIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,7 +77,7 @@ class Strength:
 
 #: Named strengths for ``digitnet train --augment NAME``.
 STRENGTHS: dict[str, Strength] = {
-    "light": Strength(shift=2.0, rotation=8.0, scale=0.08, shear=0.1),
+    "light": Strength(shift=2.0, rotation=8.0, scale=0.08, shear=0.1, interpolation="nearest"),
     "medium": Strength(shift=2.5, rotation=12.0, scale=0.12, shear=0.2, elastic=1.0),
     "strong": Strength(shift=3.0, rotation=15.0, scale=0.15, shear=0.3, elastic=1.5),
 }
@@ -200,12 +217,14 @@ class Augmenter:
                                None if displacement is None else displacement[half:])])
 
         work = self._workspace(len(images), height, width, dtype)
+        nearest = self.strength.interpolation == "nearest"
 
         # Sample points (x, y) in the padded frame for every output pixel, (N, 2, H*W), as one
-        # matrix product: [A | centre + t] @ [grid_x; grid_y; 1].
+        # matrix product: [A | centre + t] @ [grid_x; grid_y; 1]. For nearest sampling the points
+        # move by half a pixel, so that truncating them below gives the nearest pixel.
         affine = np.empty((n, 2, 3), dtype=np.float32)
         affine[:, :, :2] = matrices
-        affine[:, :, 2] = shifts + np.array([(width - 1) / 2 + _PAD, (height - 1) / 2 + _PAD])
+        affine[:, :, 2] = shifts + np.array([(width - 1) / 2 + _PAD, (height - 1) / 2 + _PAD]) + 0.5 * nearest
         source = work["source"]
         if channels == 1:
             np.matmul(affine.reshape(2 * n, 3), self._homogeneous_grid(height, width),
@@ -224,6 +243,32 @@ class Augmenter:
         else:
             np.clip(source[:, 0], 0, padded_w - 1.001, out=source[:, 0])
             np.clip(source[:, 1], 0, padded_h - 1.001, out=source[:, 1])
+
+        padded = work["padded"]  # its border was filled with the background once
+        padded[:, _PAD:_PAD + height, _PAD:_PAD + width] = images
+        flat = padded.reshape(-1)
+        if nearest:
+            return self._sample_nearest(flat, source, padded_w, work).reshape(shape)
+        return self._sample_bilinear(flat, source, padded_w, work).reshape(shape)
+
+    @staticmethod
+    def _sample_nearest(flat: np.ndarray, source: np.ndarray, padded_w: int, work: dict[str, Any]) -> np.ndarray:
+        """Read the pixel at each (already half-pixel shifted) sample point: one gather."""
+        # The points are >= 0, so casting to integers truncates them down: the pixel they fall in.
+        # Integer arithmetic on int32 is the cheapest route to the flat index (casts to int64 and
+        # float index arithmetic cost more than the gather itself).
+        cells = work["cells"]
+        np.copyto(cells, source, casting="unsafe")
+        index = np.multiply(cells[:, 1], padded_w, out=work["index"])
+        index += cells[:, 0]
+        index += work["image_start_int"]
+        # A fresh array (not a work array): the caller keeps the batch while the next is made.
+        # mode="clip" skips take's error path; every index is in range by construction.
+        return flat.take(index, mode="clip")
+
+    @staticmethod
+    def _sample_bilinear(flat: np.ndarray, source: np.ndarray, padded_w: int, work: dict[str, Any]) -> np.ndarray:
+        """Interpolate between the four pixels around each sample point (``source`` is overwritten)."""
         whole = np.floor(source, out=work["whole"])
         frac = np.subtract(source, whole, out=source)  # bilinear weights of the right and lower pixels
         frac_x, frac_y = frac[:, 0], frac[:, 1]
@@ -236,9 +281,6 @@ class Augmenter:
         corner, neighbour = work["corner"], work["neighbour"]
         corner[...] = top
 
-        padded = work["padded"]  # its border was filled with the background once
-        padded[:, _PAD:_PAD + height, _PAD:_PAD + width] = images
-        flat = padded.reshape(-1)
         top_left, top_right, bottom_left, bottom_right = work["values"]
         # mode="clip" skips take's error path; every index is in range by construction.
         flat.take(corner, out=top_left, mode="clip")
@@ -256,7 +298,7 @@ class Augmenter:
         lower += bottom_left
         lower -= upper
         lower *= frac_y
-        return np.add(lower, upper).reshape(shape)
+        return np.add(lower, upper)
 
     def _workspace(self, images: int, height: int, width: int, dtype: np.dtype) -> dict[str, Any]:
         """Work arrays for batches of this size, made once and reused.
@@ -273,6 +315,9 @@ class Augmenter:
                 "source": np.empty((images, 2, height * width), dtype=np.float32),
                 "whole": np.empty((images, 2, height * width), dtype=np.float32),
                 "image_start": (np.arange(images, dtype=np.float32) * (padded_h * padded_w))[:, None],
+                "image_start_int": (np.arange(images, dtype=np.int32) * (padded_h * padded_w))[:, None],
+                "cells": np.empty((images, 2, height * width), dtype=np.int32),
+                "index": np.empty((images, height * width), dtype=np.int32),
                 "corner": np.empty((images, height * width), dtype=np.intp),
                 "neighbour": np.empty((images, height * width), dtype=np.intp),
                 "padded": np.full((images, padded_h, padded_w), self.background, dtype=dtype),
