@@ -225,7 +225,8 @@ class Augmenter:
         # move by half a pixel, so that truncating them below gives the nearest pixel.
         affine = np.empty((n, 2, 3), dtype=np.float32)
         affine[:, :, :2] = matrices
-        affine[:, :, 2] = shifts + np.array([(width - 1) / 2 + _PAD, (height - 1) / 2 + _PAD]) + 0.5 * nearest
+        half_pixel = 0.5 if nearest else 0.0
+        affine[:, :, 2] = shifts + np.array([(width - 1) / 2 + _PAD, (height - 1) / 2 + _PAD]) + half_pixel
         source = work["source"]
         if channels == 1:
             np.matmul(affine.reshape(2 * n, 3), self._homogeneous_grid(height, width),

@@ -67,9 +67,9 @@ class Network:
 
     def _pack_parameters(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         # Every parameter (and gradient) becomes a view into one flat array, so the optimiser can
-        # update them all with a dozen whole-array operations instead of a dozen per array: at
-        # batch 128 the per-call overhead is a noticeable part of a step. Layers keep their named
-        # arrays; they just share memory now (which is why layers write gradients in place).
+        # update them all with a dozen whole-array operations instead of a dozen per array (for
+        # the seed network's Adam step: 150 instead of 169 us, measured alone). Layers keep their
+        # named arrays; they just share memory now (which is why layers write gradients in place).
         pairs = [(layer, name) for layer in self.layers for name in layer.params]
         dtypes = {layer.params[name].dtype for layer, name in pairs}
         if len(dtypes) != 1:  # no parameters, or mixed precisions: keep the separate arrays
