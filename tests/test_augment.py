@@ -99,13 +99,24 @@ def test_augmentation_is_reproducible_from_the_seed_and_leaves_the_input_alone(n
     assert first.shape == batch.shape and first.dtype == batch.dtype
 
 
-def test_batches_of_changing_size_give_the_same_result_as_a_fresh_augmenter(rng):
+@pytest.mark.parametrize("name", ["light", "medium"], ids=["nearest", "bilinear"])
+def test_batches_of_changing_size_give_the_same_result_as_a_fresh_augmenter(name, rng):
     """The work arrays are reused between calls; switching batch sizes must not leak state."""
     batches = [rng.standard_normal((size, 1, 12, 12)).astype(np.float32) for size in (5, 3, 5, 4)]
-    reused = Augmenter("medium", background=BACKGROUND)
+    reused = Augmenter(name, background=BACKGROUND)
+    results = []
     for seed, batch in enumerate(batches):
-        expected = Augmenter("medium", background=BACKGROUND)(batch, np.random.default_rng(seed))
-        np.testing.assert_array_equal(reused(batch, np.random.default_rng(seed)), expected)
+        expected = Augmenter(name, background=BACKGROUND)(batch, np.random.default_rng(seed))
+        results.append(reused(batch, np.random.default_rng(seed)))
+        np.testing.assert_array_equal(results[-1], expected)
+    # earlier results are the caller's own arrays: later calls did not overwrite them
+    np.testing.assert_array_equal(results[0], Augmenter(name, background=BACKGROUND)(
+        batches[0], np.random.default_rng(0)))
+
+
+def test_affine_only_strengths_sample_nearest_and_elastic_ones_bilinear():
+    for name, strength in STRENGTHS.items():
+        assert strength.interpolation == ("bilinear" if strength.elastic > 0 else "nearest"), name
 
 
 @pytest.mark.parametrize("name", sorted(STRENGTHS))
@@ -177,4 +188,7 @@ def test_train_command_augments_and_records_the_strength(mnist, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["test_accuracy"] > 0.9
-    assert Network.load(out).metadata["training"]["augment"] == "light"
+    training = Network.load(out).metadata["training"]
+    assert training["augment"] == "light"
+    assert training["augment_strength"] == STRENGTHS["light"].to_dict()
+    assert training["augment_strength"]["interpolation"] == "nearest"

@@ -130,8 +130,9 @@ def test_float64_networks_compute_in_float64(rng):
     assert network.forward(network.prepare(rng.random((2, 3, 3)))).dtype == np.float64
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam"])
-def test_one_flat_parameter_buffer_trains_exactly_like_separate_arrays(optimizer, rng):
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam"])
+def test_one_flat_parameter_buffer_trains_exactly_like_separate_arrays(optimizer, weight_decay, rng):
     """The optimiser updates one flat array; the layers' named arrays are views into it."""
     from digitnet.optim import make_optimizer
 
@@ -140,22 +141,55 @@ def test_one_flat_parameter_buffer_trains_exactly_like_separate_arrays(optimizer
     networks = [build_mlp((7, 5), input_shape=(1, 6, 6), rng=np.random.default_rng(3), dtype=np.float64)
                 for _ in range(2)]
     flat, separate = networks
+    initial = [value.copy() for _, value, _ in flat.parameters()]
     (flat_params, flat_grads), = flat.flat_parameters()
     assert flat_params.size == flat.num_parameters()
-    for _, value, grad in flat.parameters():
-        assert np.shares_memory(value, flat_params) and np.shares_memory(grad, flat_grads)
-    optimizers = [make_optimizer(optimizer, flat.flat_parameters(), 0.05, weight_decay=1e-3),
-                  make_optimizer(optimizer, [(p, g) for _, p, g in separate.parameters()], 0.05, weight_decay=1e-3)]
+    optimizers = [make_optimizer(optimizer, flat.flat_parameters(), 0.05, weight_decay=weight_decay),
+                  make_optimizer(optimizer, [(p, g) for _, p, g in separate.parameters()], 0.05,
+                                 weight_decay=weight_decay)]
     loss = SoftmaxCrossEntropy()
     for _ in range(5):
         for network, opt in zip(networks, optimizers):
             loss.forward(network.forward(x, training=True), labels)
             network.backward(loss.backward())
             opt.step()
-    for (name, a, _), (_, b, _) in zip(flat.parameters(), separate.parameters()):
+        # backward wrote into the flat gradient buffer itself (a rebound array would leave it stale)
+        for _, value, grad in flat.parameters():
+            assert value.base is flat_params and grad.base is flat_grads
+        assert np.abs(flat_grads).max() > 0
+        np.testing.assert_array_equal(flat_grads, np.concatenate([g.ravel() for _, _, g in flat.parameters()]))
+    for (name, a, _), (_, b, _), start in zip(flat.parameters(), separate.parameters(), initial):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15, err_msg=name)
-    assert not np.allclose(flat_params, np.concatenate([v.ravel() for _, v, _ in build_mlp(
-        (7, 5), input_shape=(1, 6, 6), rng=np.random.default_rng(3), dtype=np.float64).parameters()]))
+        assert not np.allclose(a, start), name  # every array moved
+
+
+def test_a_copied_network_trains_its_own_arrays(rng):
+    """deepcopy (or building a second Network from the same layers) must not leave a stale buffer."""
+    import copy
+
+    from digitnet.nn import Network
+    from digitnet.optim import SGD
+
+    network = build_mlp((6,), input_shape=(1, 4, 4), rng=rng, dtype=np.float64)
+    clone = copy.deepcopy(network)
+    Network(network.layers, network.input_shape)  # packs the same layer objects into a new buffer
+    for net in (network, clone):
+        before = [value.copy() for _, value, _ in net.parameters()]
+        optimizer = SGD(net.flat_parameters(), lr=0.1)
+        loss = SoftmaxCrossEntropy()
+        loss.forward(net.forward(rng.standard_normal((8, 1, 4, 4)), training=True), rng.integers(0, 10, 8))
+        net.backward(loss.backward())
+        optimizer.step()
+        assert all(not np.array_equal(value, old) for (_, value, _), old in zip(net.parameters(), before))
+
+
+def test_mixed_precision_layers_keep_separate_arrays(rng):
+    from digitnet.nn import Network
+
+    layers = [Flatten(), Dense(16, 5, rng=rng, dtype=np.float32), ReLU(), Dense(5, 3, rng=rng, dtype=np.float64)]
+    network = Network(layers, (1, 4, 4))
+    pairs = network.flat_parameters()
+    assert len(pairs) == 4 and {p.dtype for p, _ in pairs} == {np.dtype(np.float32), np.dtype(np.float64)}
 
 
 def test_loaded_networks_share_one_flat_buffer_too(tmp_path, rng):

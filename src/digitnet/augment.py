@@ -12,10 +12,10 @@ Both are expressed the same way: each output pixel ``p`` reads the input at the 
 ``d`` the elastic displacement). Points outside the image read the background (the normalised
 value of a black pixel). The input is read in one of two ways:
 
-* **nearest**: the value of the pixel nearest to the point. One gather per output pixel, so it is
-  about three times cheaper, and for the affine-only "light" strength it trains just as well
-  (validation accuracy, seeds 0 / 1, nearest against bilinear: seed MLP 98.60 / 98.78 % against
-  98.58 / 98.64 %; CNN 99.22 / 99.32 % against 99.08 / 99.40 %);
+* **nearest**: the value of the pixel nearest to the point. One gather per output pixel instead
+  of four, so it costs about a third as much, and for the affine-only "light" strength it trains
+  about as well: the differences in validation and test accuracy are within the spread between
+  seeds (BENCHMARKS.md has the side-by-side runs);
 * **bilinear**: a weighted mean of the four nearest pixels. Elastic fields move pixels by
   fractions of a pixel, which only interpolation can show, so the elastic strengths use it.
 
@@ -84,7 +84,8 @@ STRENGTHS: dict[str, Strength] = {
 }
 
 #: Padding of background around each image before sampling. Two pixels make the clamped sample
-#: points (everything outside the image) read pure background from both bilinear neighbours.
+#: points (everything outside the image) read pure background from both bilinear neighbours
+#: (nearest sampling needs only one).
 _PAD = 2
 
 

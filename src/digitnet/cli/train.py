@@ -149,8 +149,10 @@ def train(dataset, model_name, hidden, augment, epochs, batch_size, optimizer, l
     network.metadata.update({
         "dataset": dataset,
         "model": model_name,
-        "training": {**config.to_dict(), "hidden": list(hidden), "augment": augment, "seed": seed,
-                     "val_size": val_size, "train_size": len(train_index), "dtype": dtype},
+        "training": {**config.to_dict(), "hidden": list(hidden), "augment": augment,
+                     # the distortions themselves, interpolation included: names may be retuned
+                     "augment_strength": augmenter.strength.to_dict() if augmenter else None,
+                     "seed": seed, "val_size": val_size, "train_size": len(train_index), "dtype": dtype},
         "metrics": {"test_accuracy": test_accuracy, "train_seconds": history.train_seconds},
         "history": history.to_list(),
     })

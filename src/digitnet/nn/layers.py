@@ -5,8 +5,9 @@ Every layer follows the same contract, so a network is just a list of them:
 * ``forward(x, training)`` computes the output and remembers what ``backward`` will need;
 * ``backward(grad_out)`` receives dL/d(output), stores dL/d(parameter) in ``grads`` and returns
   dL/d(input) (or ``None`` when nothing before the layer needs it). Gradients are written *into*
-  the existing ``grads`` arrays (``out=``), never rebound: the network makes every parameter and
-  gradient a view into one flat array that the optimiser updates in one go;
+  the existing ``grads`` arrays (``out=``), and neither ``params`` nor ``grads`` entries are ever
+  rebound: the network makes every parameter and gradient a view into one flat array that the
+  optimiser updates in one go;
 * ``params`` / ``grads`` map a parameter's name to its array; ``buffers`` holds saved state that
   is not trained (none for the layers here);
 * ``config()`` and ``from_config`` describe the layer in the model file, so new layer kinds only

@@ -93,9 +93,18 @@ class Network:
         Falls back to one pair per array (as in :meth:`parameters`) when the layers' arrays could
         not share one buffer. Either way an optimiser updates exactly the same numbers.
         """
+        if self._flat_params is not None and not self._packed():
+            # The layers' arrays were replaced since packing (a copy of the network, or the same
+            # layers packed into another Network): pack what the layers hold now.
+            self._flat_params, self._flat_grads = self._pack_parameters()
         if self._flat_params is None:
             return [(value, grad) for _, value, grad in self.parameters()]
         return [(self._flat_params, self._flat_grads)]
+
+    def _packed(self) -> bool:
+        """Whether every parameter and gradient is still a view into this network's flat arrays."""
+        return all(value.base is self._flat_params and grad.base is self._flat_grads
+                   for _, value, grad in self.parameters())
 
     @property
     def dtype(self) -> np.dtype:
