@@ -314,18 +314,22 @@ class Augmenter:
             if len(self._workspaces) >= 2:  # a full and a last, shorter batch are the usual pair
                 self._workspaces.pop(next(iter(self._workspaces)))
             padded_h, padded_w = height + 2 * _PAD, width + 2 * _PAD
-            self._workspaces[key] = {
-                "source": np.empty((images, 2, height * width), dtype=np.float32),
-                "whole": np.empty((images, 2, height * width), dtype=np.float32),
-                "image_start": (np.arange(images, dtype=np.float32) * (padded_h * padded_w))[:, None],
-                "image_start_int": (np.arange(images, dtype=np.int32) * (padded_h * padded_w))[:, None],
-                "cells": np.empty((images, 2, height * width), dtype=np.int32),
-                "index": np.empty((images, height * width), dtype=np.int32),
-                "corner": np.empty((images, height * width), dtype=np.intp),
-                "neighbour": np.empty((images, height * width), dtype=np.intp),
+            pixels, image_size = height * width, padded_h * padded_w
+            work = {
+                "source": np.empty((images, 2, pixels), dtype=np.float32),
                 "padded": np.full((images, padded_h, padded_w), self.background, dtype=dtype),
-                "values": np.empty((4, images, height * width), dtype=dtype),
             }
+            if self.strength.interpolation == "nearest":  # only what _sample_nearest uses
+                work.update(cells=np.empty((images, 2, pixels), dtype=np.int32),
+                            index=np.empty((images, pixels), dtype=np.int32),
+                            image_start_int=(np.arange(images, dtype=np.int32) * image_size)[:, None])
+            else:  # only what _sample_bilinear uses
+                work.update(whole=np.empty((images, 2, pixels), dtype=np.float32),
+                            image_start=(np.arange(images, dtype=np.float32) * image_size)[:, None],
+                            corner=np.empty((images, pixels), dtype=np.intp),
+                            neighbour=np.empty((images, pixels), dtype=np.intp),
+                            values=np.empty((4, images, pixels), dtype=dtype))
+            self._workspaces[key] = work
         return self._workspaces[key]
 
 
