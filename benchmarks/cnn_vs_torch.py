@@ -60,7 +60,7 @@ def numpy_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int):
     rng = np.random.default_rng(0)
     network = build_cnn(rng=rng)
     loss = SoftmaxCrossEntropy()
-    optimizer = Adam(network.flat_parameters(), lr=1e-3)  # as digitnet.train does
+    optimizer = Adam([(p, g) for _, p, g in network.parameters()], lr=1e-3)  # as digitnet.train does
     per_layer: dict[str, float] = defaultdict(float)
     names = [f"{i}:{type(layer).__name__}" for i, layer in enumerate(network.layers)]
     step_seconds, step_cpu_seconds = [], []
@@ -157,7 +157,7 @@ def time_augmentation(x, labels, batch_size: int) -> dict:
 
     network = build_mlp((128,), rng=rng)
     loss = SoftmaxCrossEntropy()
-    optimizer = Adam(network.flat_parameters(), lr=1e-3)  # as digitnet.train does
+    optimizer = Adam([(p, g) for _, p, g in network.parameters()], lr=1e-3)  # as digitnet.train does
     started = time.perf_counter()
     for index in batches:
         loss.forward(network.forward(x[index], training=True), labels[index])

@@ -143,7 +143,7 @@ def train(network: Network, x_train: np.ndarray, y_train: np.ndarray, config: Tr
     """
     reporter = reporter or Reporter()
     loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
-    optimizer = make_optimizer(config.optimizer, network.flat_parameters(), config.lr,
+    optimizer = make_optimizer(config.optimizer, [(value, grad) for _, value, grad in network.parameters()], config.lr,
                                momentum=config.momentum, weight_decay=config.weight_decay)
     n = len(x_train)
     batches_per_epoch = math.ceil(n / config.batch_size)

@@ -55,7 +55,6 @@ class Network:
         self.class_names = list(class_names)
         self.metadata = dict(metadata or {})
         self._mark_layers_needing_input_grad()
-        self._flat_params, self._flat_grads = self._pack_parameters()
 
     def _mark_layers_needing_input_grad(self) -> None:
         # Nothing before the first layer with parameters is trained, so that layer need not
@@ -64,70 +63,6 @@ class Network:
         for layer in self.layers:
             layer.needs_input_grad = seen_params
             seen_params = seen_params or bool(layer.params)
-
-    def _pack_parameters(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        # Every parameter (and gradient) becomes a view into one flat array, so the optimiser can
-        # update them all with a dozen whole-array operations instead of a dozen per array (for
-        # the seed network's Adam step: 150 instead of 169 us, measured alone). Layers keep their
-        # named arrays; they just share memory now (which is why layers write gradients in place).
-        pairs = [(layer, name) for layer in self.layers for name in layer.params]
-        dtypes = {layer.params[name].dtype for layer, name in pairs}
-        if len(dtypes) != 1:  # no parameters, or mixed precisions: keep the separate arrays
-            return None, None
-        dtype = dtypes.pop()
-        total = sum(layer.params[name].size for layer, name in pairs)
-        flat_params, flat_grads = np.empty(total, dtype=dtype), np.zeros(total, dtype=dtype)
-        offset = 0
-        for layer, name in pairs:
-            value = layer.params[name]
-            end = offset + value.size
-            layer.params[name] = flat_params[offset:end].reshape(value.shape)
-            layer.params[name][...] = value
-            layer.grads[name] = flat_grads[offset:end].reshape(value.shape)
-            offset = end
-        return flat_params, flat_grads
-
-    def flat_parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``(parameter, gradient)`` pairs for an optimiser: one flat pair holding every array.
-
-        Falls back to one pair per array (as in :meth:`parameters`) when the layers' arrays could
-        not share one buffer. Either way an optimiser updates exactly the same numbers.
-        """
-        if self._flat_params is not None and not self._packed():
-            # The layers' arrays were replaced since packing (a copy of the network, or the same
-            # layers packed into another Network): pack what the layers hold now.
-            self._flat_params, self._flat_grads = self._pack_parameters()
-        if self._flat_params is None:
-            return [(value, grad) for _, value, grad in self.parameters()]
-        return [(self._flat_params, self._flat_grads)]
-
-    def _packed(self) -> bool:
-        """Whether every parameter and gradient is still a view into this network's flat arrays."""
-        return all(value.base is self._flat_params and grad.base is self._flat_grads
-                   for _, value, grad in self.parameters())
-
-    @property
-    def dtype(self) -> np.dtype:
-        for layer in self.layers:
-            for value in layer.params.values():
-                return value.dtype
-        return np.dtype(np.float32)
-
-    # -- learning -----------------------------------------------------------------------------
-
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        """Logits for a batch ``x`` that is already normalised and shaped ``(N, *input_shape)``."""
-        for layer in self.layers:
-            x = layer.forward(x, training)
-        return x
-
-    def backward(self, grad_logits: np.ndarray) -> None:
-        """Propagate dL/d(logits) back through every layer, filling each layer's ``grads``."""
-        grad = grad_logits
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)
-            if grad is None:
-                break
 
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(name, parameter, gradient)`` for every trainable array, in a fixed order."""
@@ -146,6 +81,36 @@ class Network:
         """Copy arrays (as returned by :meth:`state`) into the network, in place."""
         for name, target in self.state().items():
             target[...] = arrays[name]
+
+    @property
+    def dtype(self) -> np.dtype:
+        for layer in self.layers:
+            for value in layer.params.values():
+                return value.dtype
+        return np.dtype(np.float32)
+
+    # -- learning -----------------------------------------------------------------------------
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """Logits for a batch ``x`` that is already normalised and shaped ``(N, *input_shape)``.
+
+        With ``training=True`` every layer keeps what :meth:`backward` needs (and dropout drops);
+        otherwise nothing is stored, so several threads may predict with one network at once.
+        """
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad_logits: np.ndarray) -> None:
+        """Propagate dL/d(logits) back through every layer, filling each layer's ``grads``.
+
+        Needs the forward pass of the same batch with ``training=True`` first.
+        """
+        grad = grad_logits
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+            if grad is None:
+                break
 
     # -- using --------------------------------------------------------------------------------
 
