@@ -414,7 +414,9 @@ network.load_state({"layer1.W": params["W1"], "layer1.b": params["b1"],
 
 images, labels = mnist.test_images[:256], y_test[:256]
 ours = forward(params, X_test[:256])
-logits = network.forward(network.prepare(images))  # prepare: uint8 -> [0, 1], shape (N, 1, 28, 28)
+# prepare: uint8 -> [0, 1], shape (N, 1, 28, 28). training=True keeps what backward needs;
+# a plain forward (or predict_proba) stores nothing, so it can run in many threads at once.
+logits = network.forward(network.prepare(images), training=True)
 assert np.allclose(logits, ours["Z2"], atol=1e-4)
 assert np.allclose(network.predict_proba(images), ours["P"], atol=1e-5)
 
@@ -440,8 +442,8 @@ print("Library and hand-built network agree on outputs, loss and all four gradie
 # * a **cosine schedule** lowers the learning rate smoothly to zero over the run.
 
 # %%
-from digitnet.recipes import default_config
-from digitnet.train import Reporter, split_validation, train
+from digitnet.experiment import ExperimentConfig, run
+from digitnet.train import Reporter
 
 
 class PrintEpochs(Reporter):
@@ -450,16 +452,10 @@ class PrintEpochs(Reporter):
               f"  ({record.seconds:.1f} s)")
 
 
-config = default_config()
-print(config)
-train_rng = np.random.default_rng(0)
-train_index, val_index = split_validation(len(mnist.train_labels), 5000, train_rng)
-pixels = mnist.train_images[train_index]
-network = build_mlp((128,), rng=train_rng, mean=pixels.mean() / 255, std=pixels.std() / 255,
-                    metadata={"dataset": "mnist"})
-x, y = network.prepare(mnist.train_images), mnist.train_labels.astype(np.int64)
-history = train(network, x[train_index], y[train_index], config, train_rng,
-                x_val=x[val_index], y_val=y[val_index], reporter=PrintEpochs())
+config = ExperimentConfig(seed=0)  # exactly what `digitnet train --seed 0` runs
+print(config.train_config())
+result = run(config, mnist, reporter=PrintEpochs())
+network, history = result.network, result.history
 print(f"trained in {history.train_seconds:.1f} s")
 
 # %%

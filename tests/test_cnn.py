@@ -9,7 +9,7 @@ from threadpoolctl import threadpool_limits
 from conftest import check_network_gradients
 from digitnet.nn import Conv2D, Dropout, MaxPool2D, Network
 from digitnet.nn.architectures import ARCHITECTURES, build_cnn, build_network
-from digitnet.train import TrainConfig, train
+from digitnet.train import TrainConfig, pixel_statistics, train
 
 
 def test_whole_cnn_gradients_match_finite_differences(rng):
@@ -73,8 +73,9 @@ def test_small_cnn_beats_the_mlp_on_a_real_mnist_subset(mnist):
     accuracy = {}
     for name, extra in [("mlp", {}), ("cnn", {"channels": (8, 16)})]:
         rng = np.random.default_rng(0)
-        network = build_network(name, input_shape=(1, 28, 28), num_classes=10, rng=rng, mean=0.1307,
-                                std=0.3081, **extra)
+        mean, std = pixel_statistics(train_images)
+        network = build_network(name, input_shape=(1, 28, 28), num_classes=10, rng=rng, mean=mean, std=std,
+                                **extra)
         with threadpool_limits(1):
             train(network, network.prepare(train_images), train_labels,
                   TrainConfig(epochs=4, batch_size=64, lr=3e-3), rng)

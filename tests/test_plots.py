@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,8 +15,8 @@ from digitnet import plots
 from digitnet.data import load_dataset
 from digitnet.errors import DigitnetError
 from digitnet.metrics import confusion_matrix
-from digitnet.nn import Network, build_mlp
-from digitnet.train import TrainConfig, split_validation, train
+from digitnet.experiment import ExperimentConfig, run
+from digitnet.nn import Conv2D, Network, build_mlp
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +28,8 @@ def digits():
 @pytest.fixture(scope="module")
 def digits_model(digits) -> Network:
     """A 64-16-10 network trained for a few epochs, with its history, as `digitnet train` saves it."""
-    rng = np.random.default_rng(0)
-    network = build_mlp((16,), input_shape=(1, 8, 8), rng=rng, mean=0.3, std=0.4,
-                        class_names=digits.class_names, metadata={"dataset": "digits"})
-    train_index, val_index = split_validation(len(digits.train_labels), 200, rng)
-    x, y = network.prepare(digits.train_images), digits.train_labels.astype(np.int64)
-    history = train(network, x[train_index], y[train_index], TrainConfig(epochs=6, batch_size=32), rng,
-                    x_val=x[val_index], y_val=y[val_index])
-    network.metadata["history"] = history.to_list()
-    return network
+    config = ExperimentConfig(dataset="digits", hidden=(16,), val_size=200, recipe={"epochs": 6, "batch_size": 32})
+    return run(config, digits).network
 
 
 @pytest.fixture(scope="module")
@@ -168,11 +160,7 @@ def test_first_layer_weights_show_each_hidden_unit_as_an_image(digits_model, tmp
 
 
 def test_first_layer_weights_draw_convolution_filters(tmp_path):
-    class Conv2D:  # the documented contract: W shaped (out_channels, in_channels, kh, kw)
-        def __init__(self):
-            self.params = {"W": np.random.default_rng(0).normal(size=(6, 3, 5, 5)), "b": np.zeros(6)}
-
-    network = SimpleNamespace(layers=[Conv2D()], input_shape=(3, 28, 28))
+    network = Network([Conv2D(3, 6, 5, rng=np.random.default_rng(0))], (3, 28, 28))
     figure = plots.plot_first_layer_weights(network)
     images = [image for ax in figure.axes for image in ax.get_images()]
     assert len(images) == 6 and images[0].get_array().shape == (5, 5)
@@ -181,11 +169,9 @@ def test_first_layer_weights_draw_convolution_filters(tmp_path):
 
 
 def test_first_layer_weights_explain_what_they_cannot_draw():
-    class Odd:
-        def __init__(self):
-            self.params = {"W": np.zeros((10, 5))}
+    from digitnet.nn import BatchNorm, Dense, Flatten
 
-    network = SimpleNamespace(layers=[Odd()], input_shape=(1, 28, 28))
+    network = Network([BatchNorm(1), Flatten(), Dense(784, 10, rng=np.random.default_rng(0))], (1, 28, 28))
     with pytest.raises(DigitnetError, match="only for a Dense layer reading the pixels or a convolution"):
         plots.plot_first_layer_weights(network)
 

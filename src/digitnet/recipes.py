@@ -7,6 +7,7 @@ Augmented data is harder to fit, so augmented recipes train for more epochs.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from .train import TrainConfig
 
@@ -46,3 +47,17 @@ def default_config(model: str = "mlp", augment: str | None = None) -> TrainConfi
     """The recipe for ``model`` with ``augment``; falls back to the model's plain recipe."""
     recipe = RECIPES.get((model, augment)) or RECIPES.get((model, None)) or RECIPES[("mlp", None)]
     return replace(recipe)
+
+
+def resolve_recipe(model: str = "mlp", augment: str | None = None, **overrides: Any) -> TrainConfig:
+    """The recipe for ``model`` and ``augment`` with ``overrides`` (``None`` values ignored).
+
+    Changing only the optimiser also changes the learning rate to one that suits it
+    (:data:`DEFAULT_LR`): Adam's rate would make plain SGD crawl.
+    """
+    recipe = default_config(model, augment)
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    optimizer = overrides.get("optimizer", recipe.optimizer)
+    if "lr" not in overrides and optimizer != recipe.optimizer:
+        overrides["lr"] = DEFAULT_LR[optimizer]
+    return replace(recipe, **overrides)

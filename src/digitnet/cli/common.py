@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -65,9 +66,48 @@ def load_model(path: str | os.PathLike) -> Network:
     return Network.load(path)
 
 
-def cpu_count() -> int:
-    """Cores this process may use (respects CPU affinity and container limits where visible)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+class FiniteFloat(click.ParamType):
+    """A finite number within ``[low, high]`` (``nan`` and ``inf`` pass click's FloatRange)."""
+
+    name = "float"
+
+    def __init__(self, low: float = float("-inf"), high: float = float("inf"), *, low_open: bool = False,
+                 high_open: bool = False) -> None:
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+
+    def convert(self, value, param, ctx) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        too_low = number <= self.low if self.low_open else number < self.low
+        too_high = number >= self.high if self.high_open else number > self.high
+        if too_low or too_high:
+            self.fail(f"{number:g} is not in {'(' if self.low_open else '['}{self.low:g}, "
+                      f"{self.high:g}{')' if self.high_open else ']'}", param, ctx)
+        return number
+
+
+def check_writable_file(path: Path, option: str) -> None:
+    """Refuse, before any work starts, an output file that could not be written at the end."""
+    if not str(path) or path.name == "":
+        raise click.BadParameter("needs a file name", param_hint=option)
+    if path.is_dir():
+        raise click.BadParameter(f"{path} is a folder; give a file name such as {path / 'model.npz'}",
+                                 param_hint=option)
+    check_writable_folder(path.parent if str(path.parent) else Path("."), option, create=False)
+
+
+def check_writable_folder(folder: Path, option: str, *, create: bool = True) -> None:
+    """Refuse a folder that is missing (unless it can be created), not a folder, or not writable."""
+    existing = folder
+    while not existing.exists():  # the nearest existing ancestor decides whether it can be made
+        if not create:
+            raise click.BadParameter(f"the folder {folder} does not exist; create it first", param_hint=option)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise click.BadParameter(f"{existing} is a file, not a folder", param_hint=option)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"the folder {existing} is not writable", param_hint=option)
