@@ -106,9 +106,9 @@ class Network:
 
         Needs the forward pass of the same batch with ``training=True`` first.
         """
-        grad = grad_logits
+        grad: np.ndarray | None = grad_logits
         for layer in reversed(self.layers):
-            grad = layer.backward(grad)
+            grad = layer.backward(grad)  # type: ignore[arg-type]  # None only ends the loop below
             if grad is None:
                 break
 
