@@ -130,7 +130,7 @@ class Augmenter:
         self.background = float(background)
         self._grids: dict[tuple[int, int], np.ndarray] = {}
         self._upsampling: dict[tuple[int, int], np.ndarray] = {}
-        self._workspaces: dict[tuple, dict[str, Any]] = {}
+        self._workspaces: dict[tuple, _Workspace] = {}
 
     def __repr__(self) -> str:
         return f"Augmenter({self.strength}, background={self.background:g})"
@@ -219,16 +219,15 @@ class Augmenter:
                                None if displacement is None else displacement[half:])])
 
         work = self._workspace(len(images), height, width, dtype)
-        nearest = self.strength.interpolation == "nearest"
 
         # Sample points (x, y) in the padded frame for every output pixel, (N, 2, H*W), as one
         # matrix product: [A | centre + t] @ [grid_x; grid_y; 1]. For nearest sampling the points
         # move by half a pixel, so that truncating them below gives the nearest pixel.
         affine = np.empty((n, 2, 3), dtype=np.float32)
         affine[:, :, :2] = matrices
-        half_pixel = 0.5 if nearest else 0.0
-        affine[:, :, 2] = shifts + np.array([(width - 1) / 2 + _PAD, (height - 1) / 2 + _PAD]) + half_pixel
-        source = work["source"]
+        affine[:, :, 2] = (shifts + np.array([(width - 1) / 2 + _PAD, (height - 1) / 2 + _PAD])
+                           + work.sampler.half_pixel)
+        source = work.source
         if channels == 1:
             np.matmul(affine.reshape(2 * n, 3), self._homogeneous_grid(height, width),
                       out=source.reshape(2 * n, -1))
@@ -247,32 +246,78 @@ class Augmenter:
             np.clip(source[:, 0], 0, padded_w - 1.001, out=source[:, 0])
             np.clip(source[:, 1], 0, padded_h - 1.001, out=source[:, 1])
 
-        padded = work["padded"]  # its border was filled with the background once
+        padded = work.padded  # its border was filled with the background once
         padded[:, _PAD:_PAD + height, _PAD:_PAD + width] = images
-        flat = padded.reshape(-1)
-        if nearest:
-            return self._sample_nearest(flat, source, padded_w, work).reshape(shape)
-        return self._sample_bilinear(flat, source, padded_w, work).reshape(shape)
+        return work.sampler(padded.reshape(-1), source, padded_w).reshape(shape)
 
-    @staticmethod
-    def _sample_nearest(flat: np.ndarray, source: np.ndarray, padded_w: int, work: dict[str, Any]) -> np.ndarray:
-        """Read the pixel at each (already half-pixel shifted) sample point: one gather."""
+    def _workspace(self, images: int, height: int, width: int, dtype: np.dtype) -> _Workspace:
+        """Work arrays for batches of this size, made once and reused.
+
+        Why: allocating a dozen fresh arrays per batch costs more (page faults on first touch) than
+        the arithmetic itself. It also means one augmenter must not be called from two threads at once.
+        """
+        key = (images, height, width, np.dtype(dtype))
+        if key not in self._workspaces:
+            if len(self._workspaces) >= 2:  # a full and a last, shorter batch are the usual pair
+                self._workspaces.pop(next(iter(self._workspaces)))
+            padded_h, padded_w = height + 2 * _PAD, width + 2 * _PAD
+            pixels, image_size = height * width, padded_h * padded_w
+            sampler: NearestSampler | BilinearSampler
+            if self.strength.interpolation == "nearest":
+                sampler = NearestSampler(images, pixels, image_size)
+            else:
+                sampler = BilinearSampler(images, pixels, image_size, dtype)
+            self._workspaces[key] = _Workspace(
+                source=np.empty((images, 2, pixels), dtype=np.float32),
+                padded=np.full((images, padded_h, padded_w), self.background, dtype=dtype),
+                sampler=sampler)
+        return self._workspaces[key]
+
+
+class NearestSampler:
+    """Reads the pixel each sample point falls in: one gather per output pixel.
+
+    Its work arrays fit batches of ``images`` images of ``pixels`` output pixels each, whose padded
+    frames hold ``image_size`` pixels.
+    """
+
+    #: Sample points move by half a pixel, so that truncating them gives the nearest pixel.
+    half_pixel = 0.5
+
+    def __init__(self, images: int, pixels: int, image_size: int) -> None:
+        self.cells = np.empty((images, 2, pixels), dtype=np.int32)
+        self.index = np.empty((images, pixels), dtype=np.int32)
+        self.image_start = (np.arange(images, dtype=np.int32) * image_size)[:, None]
+
+    def __call__(self, flat: np.ndarray, source: np.ndarray, padded_w: int) -> np.ndarray:
+        """The pixel values at the (already half-pixel shifted) points ``source`` ``(N, 2, P)``."""
         # The points are >= 0, so casting to integers truncates them down: the pixel they fall in.
         # Integer arithmetic on int32 is the cheapest route to the flat index (casts to int64 and
         # float index arithmetic cost more than the gather itself).
-        cells = work["cells"]
-        np.copyto(cells, source, casting="unsafe")
-        index = np.multiply(cells[:, 1], padded_w, out=work["index"])
-        index += cells[:, 0]
-        index += work["image_start_int"]
+        np.copyto(self.cells, source, casting="unsafe")
+        index = np.multiply(self.cells[:, 1], padded_w, out=self.index)
+        index += self.cells[:, 0]
+        index += self.image_start
         # A fresh array (not a work array): the caller keeps the batch while the next is made.
         # mode="clip" skips take's error path; every index is in range by construction.
         return flat.take(index, mode="clip")
 
-    @staticmethod
-    def _sample_bilinear(flat: np.ndarray, source: np.ndarray, padded_w: int, work: dict[str, Any]) -> np.ndarray:
-        """Interpolate between the four pixels around each sample point (``source`` is overwritten)."""
-        whole = np.floor(source, out=work["whole"])
+
+class BilinearSampler:
+    """Interpolates between the four pixels around each sample point (for smooth elastic fields)."""
+
+    half_pixel = 0.0
+
+    def __init__(self, images: int, pixels: int, image_size: int, dtype: np.dtype) -> None:
+        self.whole = np.empty((images, 2, pixels), dtype=np.float32)
+        self.image_start = (np.arange(images, dtype=np.float32) * image_size)[:, None]
+        self.corner = np.empty((images, pixels), dtype=np.intp)
+        self.neighbour = np.empty((images, pixels), dtype=np.intp)
+        self.values = np.empty((4, images, pixels), dtype=dtype)
+
+    def __call__(self, flat: np.ndarray, source: np.ndarray, padded_w: int) -> np.ndarray:
+        """The interpolated values at the points ``source`` ``(N, 2, P)`` (which is overwritten)."""
+        whole = np.floor(source, out=self.whole)
         frac = np.subtract(source, whole, out=source)  # bilinear weights of the right and lower pixels
         frac_x, frac_y = frac[:, 0], frac[:, 1]
 
@@ -280,11 +325,11 @@ class Augmenter:
         left, top = whole[:, 0], whole[:, 1]
         top *= padded_w
         top += left
-        top += work["image_start"]
-        corner, neighbour = work["corner"], work["neighbour"]
+        top += self.image_start
+        corner, neighbour = self.corner, self.neighbour
         corner[...] = top
 
-        top_left, top_right, bottom_left, bottom_right = work["values"]
+        top_left, top_right, bottom_left, bottom_right = self.values
         # mode="clip" skips take's error path; every index is in range by construction.
         flat.take(corner, out=top_left, mode="clip")
         flat.take(np.add(corner, 1, out=neighbour), out=top_right, mode="clip")
@@ -303,34 +348,14 @@ class Augmenter:
         lower *= frac_y
         return np.add(lower, upper)
 
-    def _workspace(self, images: int, height: int, width: int, dtype: np.dtype) -> dict[str, Any]:
-        """Work arrays for batches of this size, made once and reused.
 
-        Why: allocating a dozen fresh arrays per batch costs more (page faults on first touch) than
-        the arithmetic itself. It also means one augmenter must not be called from two threads at once.
-        """
-        key = (images, height, width, np.dtype(dtype))
-        if key not in self._workspaces:
-            if len(self._workspaces) >= 2:  # a full and a last, shorter batch are the usual pair
-                self._workspaces.pop(next(iter(self._workspaces)))
-            padded_h, padded_w = height + 2 * _PAD, width + 2 * _PAD
-            pixels, image_size = height * width, padded_h * padded_w
-            work = {
-                "source": np.empty((images, 2, pixels), dtype=np.float32),
-                "padded": np.full((images, padded_h, padded_w), self.background, dtype=dtype),
-            }
-            if self.strength.interpolation == "nearest":  # only what _sample_nearest uses
-                work.update(cells=np.empty((images, 2, pixels), dtype=np.int32),
-                            index=np.empty((images, pixels), dtype=np.int32),
-                            image_start_int=(np.arange(images, dtype=np.int32) * image_size)[:, None])
-            else:  # only what _sample_bilinear uses
-                work.update(whole=np.empty((images, 2, pixels), dtype=np.float32),
-                            image_start=(np.arange(images, dtype=np.float32) * image_size)[:, None],
-                            corner=np.empty((images, pixels), dtype=np.intp),
-                            neighbour=np.empty((images, pixels), dtype=np.intp),
-                            values=np.empty((4, images, pixels), dtype=dtype))
-            self._workspaces[key] = work
-        return self._workspaces[key]
+@dataclass
+class _Workspace:
+    """What one batch size needs: sample points, the padded images and the sampler's arrays."""
+
+    source: np.ndarray
+    padded: np.ndarray
+    sampler: NearestSampler | BilinearSampler
 
 
 def make_augmenter(name: str | None, background: float = 0.0) -> Augmenter | None:
