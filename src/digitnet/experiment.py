@@ -30,6 +30,7 @@ from .nn.architectures import ARCHITECTURES, build_network
 from .recipes import resolve_recipe
 from .train import History, Reporter, TrainConfig, pixel_statistics, split_validation, train
 
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """Everything that decides a training run.

@@ -1,6 +1,6 @@
 """Optimisers and learning-rate schedules.
 
-An optimiser holds a list of ``(parameter, gradient)`` array pairs (from
+An optimiser holds a list of ``(parameter, gradient)`` array pairs (the arrays of
 :meth:`digitnet.nn.Network.parameters`) and updates the parameters in place on each ``step``. The
 update rules follow the usual definitions (and PyTorch's, which the tests check step by step):
 

@@ -387,6 +387,7 @@ def plot_weight_images(weights: np.ndarray, *, count: int = 64, columns: int = 8
     figure = _new_figure(0.95 * columns + 1.4, 1.0 * rows + 0.6)
     axes = figure.subplots(rows, columns, squeeze=False)
     image = None
+    image = None
     for number, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -395,6 +396,7 @@ def plot_weight_images(weights: np.ndarray, *, count: int = 64, columns: int = 8
             continue
         image = ax.imshow(weights[number], cmap="cividis", vmin=-limit, vmax=limit, interpolation="nearest")
         ax.set_title(str(number), fontsize=7, pad=2)
+    assert image is not None  # count >= 1: at least one image was drawn
     colorbar = figure.colorbar(image, ax=axes, shrink=0.8, aspect=30)
     colorbar.set_label("weight (dark: negative, light: positive)")
     figure.suptitle(f"{title}: what each of the first {count} {unit}s responds to", fontsize=11)
@@ -404,7 +406,7 @@ def plot_weight_images(weights: np.ndarray, *, count: int = 64, columns: int = 8
 def plot_first_layer_weights(network: Any, *, count: int = 64, columns: int = 8) -> Figure:
     """The weights of a network's first layer with parameters, as images.
 
-    For a dense layer reading the pixels (the seed network's 784 x 128 ``W``), column ``j`` of ``W``
+    For a dense layer reading the pixels (the default MLP's 784 x 128 ``W``), column ``j`` of ``W``
     is reshaped to 28 x 28: bright pixels push hidden unit ``j`` up, dark ones push it down. For a
     convolution (``W`` shaped ``(out_channels, in_channels, kh, kw)``) each filter is drawn (averaged
     over input channels).
@@ -550,7 +552,8 @@ def save_model_plots(network: Any, data: Any, out_dir: str | Path, what: Iterabl
     out_dir = Path(out_dir)
     images, labels = data.test_images, np.asarray(data.test_labels, dtype=np.int64)
     needs_predictions = wanted & {"samples", "mistakes", "confusion", "probabilities"}
-    probabilities = network.predict_proba(images) if needs_predictions else None
+    # Computed once, only for the figures that need them.
+    probabilities = network.predict_proba(images) if needs_predictions else np.empty((0, 0))
     names = network.class_names
     drawers: Mapping[str, Callable[[], Figure]] = {
         "samples": lambda: plot_sample_predictions(images, labels, probabilities.argmax(axis=1), names),

@@ -174,7 +174,8 @@ def train(network: Network, x_train: np.ndarray, y_train: np.ndarray, config: Tr
             correct += batch_correct
             reporter.batch_done(batch + 1, loss)
         seconds = time.perf_counter() - started
-        val_accuracy = accuracy_of(network, x_val, y_val) if x_val is not None and y_val is not None and len(x_val) else None
+        validating = x_val is not None and y_val is not None and len(x_val) > 0
+        val_accuracy = accuracy_of(network, x_val, y_val) if validating else None  # type: ignore[arg-type]
         record = EpochRecord(epoch, seconds, loss_sum / n, correct / n, val_accuracy, step.optimizer.lr)
         history.epochs.append(record)
         reporter.epoch_done(record, config.epochs)

@@ -12,6 +12,7 @@ from rich.console import Console
 from ..errors import DigitnetError
 from ..nn import Network
 
+
 class DigitnetGroup(click.Group):
     """A click group that reports user errors (:class:`DigitnetError`) as one clean message."""
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import click
+import numpy as np
 from rich.table import Table
 
 from ..data import DATASETS
 from ..metrics import evaluate as score
-from .common import console, data_options, load_dataset_for_cli, load_model
+from .common import console, data_options, load_dataset_for_cli, load_model, status_console
 
 
 @click.command()
@@ -33,7 +34,12 @@ def evaluate(models, dataset, as_json, data_dir, cache_dir, openml) -> None:
                                        f"{len(member.class_names)} classes, but {dataset} has "
                                        f"{data.image_shape} images with {data.num_classes}; pass the "
                                        "--dataset it was trained on.")
-    probabilities = sum(member.predict_proba(data.test_images) for member in networks) / len(networks)
+    trained_on = {str(member.metadata.get("dataset")) for member in networks} - {"None"}
+    if trained_on and trained_on != {dataset}:
+        status_console.print(f"[yellow]Warning:[/yellow] the model was trained on {', '.join(sorted(trained_on))}, "
+                             f"not {dataset}: expect an accuracy near guessing. Pass --dataset "
+                             f"{sorted(trained_on)[0]} to score it on the data it learned from.", markup=True)
+    probabilities = np.mean([member.predict_proba(data.test_images) for member in networks], axis=0)
     result = score(data.test_labels, probabilities.argmax(axis=1), data.num_classes)
     model = " + ".join(models)
     if as_json:

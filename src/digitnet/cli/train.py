@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from ..augment import STRENGTHS
 from ..data import DATASETS
@@ -36,7 +36,7 @@ def parse_hidden(ctx, param, value: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of layer sizes, e.g. 256,128")
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of layer sizes, e.g. 256,128") from None
     if any(size < 1 for size in sizes):
         raise click.BadParameter("every hidden layer needs at least one unit")
     if any(size > MAX_HIDDEN_UNITS for size in sizes):
@@ -49,7 +49,7 @@ class ProgressReporter(Reporter):
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.task = None
+        self.task = TaskID(-1)
 
     def epoch_started(self, epoch: int, epochs: int, batches: int) -> None:
         self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=batches, loss="...")
@@ -72,7 +72,8 @@ def recipe_help(field: str) -> str:
 @click.command()
 @click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="mnist", show_default=True)
 @click.option("--model", "model_name", type=click.Choice(sorted(ARCHITECTURES)), default="mlp",
-              show_default=True, help="Architecture: mlp is the seed network.")
+              show_default=True,
+              help="Architecture: mlp is the 784-128-10 multilayer perceptron, cnn a small convolutional network.")
 @click.option("--hidden", default="128", callback=parse_hidden, show_default=True,
               help="Hidden layer sizes, comma-separated (e.g. 256,128): of the mlp, or the dense layers after "
                    "the cnn's convolutions.")

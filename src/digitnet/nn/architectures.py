@@ -80,7 +80,7 @@ def build_network(name: str, *, hidden: Sequence[int] = (128,), input_shape: tup
                   num_classes: int, rng: np.random.Generator, dtype=np.float32, **kwargs: Any) -> Network:
     """Build the architecture ``name``.
 
-    ``mlp`` is the seed network (``hidden`` gives its hidden layers); ``cnn`` is the small
+    ``mlp`` is the multilayer perceptron, 784-128-10 by default (``hidden`` gives its hidden layers); ``cnn`` is the small
     convolutional network of :func:`build_cnn` (``hidden`` gives its dense layers after the
     convolutions).
     """

@@ -58,7 +58,7 @@ class Network:
 
     def _mark_layers_needing_input_grad(self) -> None:
         # Nothing before the first layer with parameters is trained, so that layer need not
-        # compute dL/d(input): for the seed network this skips a 128x784 matrix product per batch.
+        # compute dL/d(input): for the 784-128-10 MLP this skips a 128x784 matrix product per batch.
         seen_params = False
         for layer in self.layers:
             layer.needs_input_grad = seen_params
@@ -138,7 +138,7 @@ class Network:
         return self.predict_proba(images, batch_size).argmax(axis=1)
 
     def describe(self) -> str:
-        """A one-line architecture summary: ``784-128-10`` for the seed network,
+        """A one-line architecture summary: ``784-128-10`` for the default MLP,
         ``784-conv5x5:16-pool2-conv5x5:32-pool2-128-dropout0.25-10`` for the CNN."""
         tokens = [str(int(np.prod(self.input_shape)))]
         tokens += [token for layer in self.layers if (token := layer.summary()) is not None]
@@ -237,7 +237,7 @@ class Network:
 
 def build_mlp(hidden: Sequence[int] = (128,), *, input_shape: tuple[int, ...] = (1, 28, 28),
               num_classes: int = 10, rng: np.random.Generator, dtype=np.float32, **kwargs: Any) -> Network:
-    """The seed network and its deeper cousins: Flatten, then (Dense, ReLU) per hidden layer, then Dense.
+    """The 784-128-10 network and its deeper cousins: Flatten, then (Dense, ReLU) per hidden layer, then Dense.
 
     ``build_mlp((128,))`` is the 784-128-10 network the project began with.
     """
