@@ -19,6 +19,13 @@ value of a black pixel). The input is read in one of two ways:
 * **bilinear**: a weighted mean of the four nearest pixels. Elastic fields move pixels by
   fractions of a pixel, which only interpolation can show, so the elastic strengths use it.
 
+A third, optional stage imitates other pens and other scanners, for a reader meant to read more
+than MNIST's writers: each image may get **thicker or thinner strokes** (grey dilation or erosion,
+scipy.ndimage), be **scanned at a low resolution** (averaged down to ``k x k`` pixels and
+interpolated back up, as a coarse scanner or a small drawing does) and **blurred** (a Gaussian of
+random width). The last two are linear maps per image, ``M @ X @ M.T`` with ``M`` one of a few
+precomputed matrices whose rows sum to one, so a blank background stays blank.
+
 Everything is vectorised over the batch: the sample points of all images form one array, and the
 pixels are fetched with one flat-index gather (``np.take``) per neighbour. The elastic fields are
 drawn on a coarse grid and smoothed up to full size by two small matrix products
@@ -32,6 +39,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 INTERPOLATIONS = ("bilinear", "nearest")
 
@@ -56,6 +64,17 @@ class Strength:
         Side of the coarse grid of random displacements; fewer points give smoother fields.
     interpolation : str
         How a distorted image reads its input: ``"bilinear"`` or ``"nearest"`` (see the module notes).
+    stretch : float
+        Largest change of the width-to-height ratio, as a factor ``exp(u)``, ``|u| <= stretch``:
+        writers and scanners that fit digits to a box do not all keep the aspect ratio.
+    stroke : float
+        Probability that an image's strokes are made one step thicker, and (separately) thinner.
+    low_res : tuple of int
+        ``(smallest, largest)`` side in pixels that an image may be scanned at; ``()`` for never.
+    low_res_chance : float
+        Probability that an image is scanned at a low resolution.
+    blur : float
+        Largest Gaussian blur, in pixels (standard deviation).
     """
 
     shift: float = 0.0
@@ -65,6 +84,11 @@ class Strength:
     elastic: float = 0.0
     elastic_grid: int = 4
     interpolation: str = "bilinear"
+    stretch: float = 0.0
+    stroke: float = 0.0
+    low_res: tuple[int, ...] = ()
+    low_res_chance: float = 0.0
+    blur: float = 0.0
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
@@ -72,7 +96,12 @@ class Strength:
                              f"choose one of {', '.join(INTERPOLATIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "low_res": list(self.low_res)}
+
+    @property
+    def degrades(self) -> bool:
+        """Whether the pen-and-scanner stage runs (see the module notes)."""
+        return bool(self.stroke or self.low_res_chance or self.blur)
 
 
 #: Named strengths for ``digitnet train --augment NAME``.
@@ -80,6 +109,9 @@ STRENGTHS: dict[str, Strength] = {
     "light": Strength(shift=2.0, rotation=8.0, scale=0.08, shear=0.1, interpolation="nearest"),
     "medium": Strength(shift=2.5, rotation=12.0, scale=0.12, shear=0.2, elastic=1.0),
     "strong": Strength(shift=3.0, rotation=15.0, scale=0.15, shear=0.3, elastic=1.5),
+    # Other writers, pens and scanners: slant, width, stroke weight, coarse scans, blur.
+    "reader": Strength(shift=2.0, rotation=12.0, scale=0.12, shear=0.35, elastic=1.0, stretch=0.35, stroke=0.25,
+                       low_res=(7, 14), low_res_chance=0.4, blur=1.0),
 }
 
 #: Padding of background around each image before sampling. Two pixels make the clamped sample
@@ -101,6 +133,40 @@ def gaussian_upsampling_matrix(size: int, grid: int) -> np.ndarray:
     distance = np.arange(size)[:, None] - centres[None, :]
     weights = np.exp(-0.5 * (distance / spacing) ** 2)
     return weights / np.linalg.norm(weights, axis=1, keepdims=True)
+
+
+def resample_matrix(size: int, side: int) -> np.ndarray:
+    """``(size, size)``: average ``size`` pixels down to ``side`` cells, then interpolate back up.
+
+    Each cell averages the pixels it covers (fractions at its edges); the way back is linear
+    interpolation between cell centres. Every row sums to one.
+    """
+    edges = np.linspace(0, size, side + 1)
+    pixel_lo, pixel_hi = np.arange(size), np.arange(size) + 1.0
+    overlap = np.clip(np.minimum(edges[1:, None], pixel_hi) - np.maximum(edges[:-1, None], pixel_lo), 0, None)
+    down = overlap / overlap.sum(axis=1, keepdims=True)  # (side, size)
+    centres = (edges[:-1] + edges[1:]) / 2
+    up = np.zeros((size, side))
+    position = np.clip(np.interp(np.arange(size) + 0.5, centres, np.arange(side)), 0, side - 1)
+    left = np.minimum(np.floor(position).astype(int), side - 2) if side > 1 else np.zeros(size, dtype=int)
+    fraction = position - left
+    up[np.arange(size), left] = 1 - fraction
+    if side > 1:
+        up[np.arange(size), left + 1] += fraction
+    return up @ down
+
+
+def gaussian_blur_matrix(size: int, sigma: float) -> np.ndarray:
+    """``(size, size)``: a Gaussian blur of width ``sigma`` pixels, rows summing to one (identity at 0)."""
+    if sigma <= 0:
+        return np.eye(size)
+    distance = np.arange(size)[:, None] - np.arange(size)[None, :]
+    weights = np.exp(-0.5 * (distance / sigma) ** 2)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+#: The footprint of one step of stroke thickening: the pixel and its four neighbours.
+_CROSS = np.array([[[[0, 1, 0], [1, 1, 1], [0, 1, 0]]]], dtype=bool)
 
 
 class Augmenter:
@@ -130,6 +196,7 @@ class Augmenter:
         self._grids: dict[tuple[int, int], np.ndarray] = {}
         self._upsampling: dict[tuple[int, int], np.ndarray] = {}
         self._workspaces: dict[tuple, _Workspace] = {}
+        self._scan_tables: dict[tuple, np.ndarray] = {}
 
     def __repr__(self) -> str:
         return f"Augmenter({self.strength}, background={self.background:g})"
@@ -150,6 +217,8 @@ class Augmenter:
         cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
         matrices = np.stack([np.stack([cos, cos * shear - sin], axis=-1),
                              np.stack([sin, sin * shear + cos], axis=-1)], axis=1)
+        if s.stretch:  # read x from a narrower (wider) span: the digit gets wider (narrower)
+            matrices[:, :, 0] *= np.exp(-rng.uniform(-s.stretch, s.stretch, n))[:, None]
         return matrices, shift
 
     def random_elastic(self, n: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray | None:
@@ -173,7 +242,41 @@ class Augmenter:
         n, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
         matrices, shifts = self.random_affine(n, rng)
         displacement = self.random_elastic(n, height, width, rng)
-        return self.transform(batch, matrices, shifts, displacement)
+        distorted = self.transform(batch, matrices, shifts, displacement)
+        return self.pen_and_scanner(distorted, rng) if self.strength.degrades else distorted
+
+    def pen_and_scanner(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Random stroke weight, low-resolution scan and blur per image (see the module notes)."""
+        s = self.strength
+        n, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
+        images = batch.reshape(n, -1, height, width)
+        if s.stroke:
+            # Grey dilation spreads ink (bright) into the background; erosion wears it away.
+            change = rng.random((2, n)) < s.stroke
+            thicker = ndimage.grey_dilation(images, footprint=_CROSS)
+            thinner = ndimage.grey_erosion(images, size=(1, 1, 2, 2))
+            images = np.where(change[0][:, None, None, None], thicker, images)
+            images = np.where((change[1] & ~change[0])[:, None, None, None], thinner, images)
+        if s.low_res_chance or s.blur:
+            rows, columns = self._scan_matrices(height, rng, n), self._scan_matrices(width, rng, n)
+            images = rows[:, None] @ images @ columns[:, None].transpose(0, 1, 3, 2)
+        return images.reshape(batch.shape).astype(batch.dtype, copy=False)
+
+    def _scan_matrices(self, size: int, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``(n, size, size)``: one random low-resolution-and-blur map per image (identity often)."""
+        s = self.strength
+        sides = list(range(s.low_res[0], s.low_res[1] + 1)) if s.low_res else []
+        key = (size, tuple(sides), s.blur)
+        if key not in self._scan_tables:
+            blurs = np.linspace(0, s.blur, 4) if s.blur else np.zeros(1)
+            self._scan_tables[key] = np.stack([
+                gaussian_blur_matrix(size, sigma) @ (resample_matrix(size, side) if side else np.eye(size))
+                for side in [0, *sides] for sigma in blurs]).astype(np.float32)
+        table = self._scan_tables[key]
+        per_side = len(table) // (len(sides) + 1)
+        low = rng.random(n) < s.low_res_chance
+        side = np.where(low, rng.integers(1, len(sides) + 1, n), 0) if sides else np.zeros(n, dtype=np.int64)
+        return table[side * per_side + rng.integers(0, per_side, n)]
 
     def _homogeneous_grid(self, height: int, width: int) -> np.ndarray:
         """Rows ``x``, ``y`` (relative to the image centre) and ``1`` of every output pixel, (3, H*W)."""
