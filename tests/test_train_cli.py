@@ -85,3 +85,26 @@ def test_keep_failed_saves_a_chance_level_run_when_asked(tmp_path):
     result = train("--out", out, "--lr", "1e6", "--keep-failed", "--json")
     assert result.exit_code == 0, result.output
     assert out.exists() and json.loads(result.stdout)["test_accuracy"] < 0.3
+
+
+def test_the_reader_recipe_trains_a_cnn_on_pen_and_scanner_distortions(tmp_path):
+    from digitnet.nn import Network
+
+    out = tmp_path / "reader.npz"
+    result = CliRunner().invoke(main, ["train", "--recipe", "reader", "--dataset", "digits", "--epochs", "1",
+                                       "--val-size", "100", "--out", str(out), "--keep-failed"])
+    assert result.exit_code == 0, result.output
+    training = Network.load(out).metadata["training"]
+    assert Network.load(out).metadata["model"] == "cnn" and training["augment"] == "reader"
+    assert training["augment_strength"]["low_res"] == [7, 14]
+
+
+def test_options_given_with_a_recipe_override_it(tmp_path):
+    from digitnet.nn import Network
+
+    out = tmp_path / "m.npz"
+    result = CliRunner().invoke(main, ["train", "--recipe", "reader", "--model", "mlp", "--augment", "none",
+                                       *FAST[:-2], "--val-size", "100", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metadata = Network.load(out).metadata
+    assert metadata["model"] == "mlp" and metadata["training"]["augment"] == "none"

@@ -28,6 +28,17 @@ RECIPES: dict[tuple[str, str | None], TrainConfig] = {
     # Elastic distortions need longer.
     ("cnn", "medium"): TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"),
     ("cnn", "strong"): TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"),
+    ("mlp", "reader"): TrainConfig(epochs=40, batch_size=128, optimizer="adam", lr=3e-3, schedule="cosine"),
+    ("cnn", "reader"): TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"),
+}
+
+#: Named experiments for ``digitnet train --recipe NAME``: settings of
+#: :class:`~digitnet.experiment.ExperimentConfig` that options given next to it still override.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # The model digitnet ships for reading people's digits (``digitnet predict`` without a model):
+    # the CNN trained on digits redrawn with other slants, widths, pens and scanners.
+    "reader": {"model": "cnn", "augment": "reader"},
 }
 
 #: The augmentation each model trains with when ``--augment`` is not given: the CNN passes 99.3%

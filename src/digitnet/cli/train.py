@@ -14,7 +14,7 @@ from ..errors import TrainingDiverged, TrainingFailed
 from ..experiment import ExperimentConfig, ExperimentResult, run
 from ..nn.architectures import ARCHITECTURES
 from ..optim import OPTIMIZERS, SCHEDULES
-from ..recipes import default_config
+from ..recipes import PRESETS, default_config
 from ..train import EpochRecord, Reporter
 from .common import (
     DEFAULT_MODEL,
@@ -70,10 +70,13 @@ def recipe_help(field: str) -> str:
 
 
 @click.command()
+@click.option("--recipe", "preset", type=click.Choice(sorted(PRESETS)), default="default", show_default=True,
+              help="A named experiment: reader trains the model `digitnet predict` ships with (a CNN that "
+                   "reads other writers, pens and scanners). Options given with it still apply.")
 @click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="mnist", show_default=True)
-@click.option("--model", "model_name", type=click.Choice(sorted(ARCHITECTURES)), default="mlp",
-              show_default=True,
-              help="Architecture: mlp is the 784-128-10 multilayer perceptron, cnn a small convolutional network.")
+@click.option("--model", "model_name", type=click.Choice(sorted(ARCHITECTURES)), default=None,
+              help="Architecture: mlp is the 784-128-10 multilayer perceptron, cnn a small convolutional "
+                   "network [default: the recipe's, mlp].")
 @click.option("--hidden", default="128", callback=parse_hidden, show_default=True,
               help="Hidden layer sizes, comma-separated (e.g. 256,128): of the mlp, or the dense layers after "
                    "the cnn's convolutions.")
@@ -113,7 +116,7 @@ def recipe_help(field: str) -> str:
               help="Save the model even if training ended at chance level (it is refused otherwise).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results.")
 @data_options
-def train(dataset, model_name, hidden, augment, epochs, batch_size, optimizer, lr, schedule, weight_decay,
+def train(preset, dataset, model_name, hidden, augment, epochs, batch_size, optimizer, lr, schedule, weight_decay,
           label_smoothing, val_size, patience, dtype, seed, threads, out, plots, keep_failed, as_json, data_dir,
           cache_dir, openml) -> None:
     """Train a network on a dataset (MNIST by default), report test accuracy, and save it.
@@ -123,9 +126,10 @@ def train(dataset, model_name, hidden, augment, epochs, batch_size, optimizer, l
     check_writable_file(out, "--out")  # found now, not after minutes of training
     if plots is not None:
         check_writable_folder(plots, "--plots")
+    named = PRESETS[preset]
     config = ExperimentConfig(
-        dataset=dataset, model=model_name, hidden=hidden, augment=augment, seed=seed, val_size=val_size,
-        dtype=dtype, threads=threads,
+        dataset=dataset, model=model_name or named.get("model", "mlp"), hidden=hidden,
+        augment=augment or named.get("augment"), seed=seed, val_size=val_size, dtype=dtype, threads=threads,
         recipe={key: value for key, value in {
             "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "schedule": schedule,
             "weight_decay": weight_decay, "label_smoothing": label_smoothing, "patience": patience,
