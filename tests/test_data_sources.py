@@ -22,16 +22,22 @@ from click.testing import CliRunner
 
 import digitnet.data.datasets as catalogue
 from digitnet.cli.data import data as data_cli
-from digitnet.data import DATASETS, DataError, Dataset, dataset_info, fetch_dataset, load_dataset, verify_dataset
+from digitnet.data import (
+    DATASETS,
+    DataError,
+    DataOptions,
+    Dataset,
+    dataset_info,
+    fetch_dataset,
+    load_dataset,
+    verify_dataset,
+)
 from digitnet.data.cache import atomic_write_bytes, default_cache_dir, sha256_of_file
 from digitnet.data.datasets import ROLES, DatasetSpec, FileSpec
+from digitnet.data.gather import default_sources
 from digitnet.data.idx import encode_idx
-from digitnet.data.sources import (
-    OpenMLSource,
-    PackageIndexSource,
-    RestrictedUnpickler,
-    default_sources,
-)
+from digitnet.data.package_index import PackageIndexSource, RestrictedUnpickler
+from digitnet.data.sources import OpenMLSource
 
 MIRROR_A = "https://mirror-a.example/"
 MIRROR_B = "https://mirror-b.example/"
@@ -166,7 +172,7 @@ def test_corrupt_bytes_from_a_mirror_are_rejected_not_cached_and_the_next_mirror
         return atomic_write_bytes(path, content)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("digitnet.data.sources.atomic_write_bytes", spy_cache_write)
+        patch.setattr("digitnet.data.gather.atomic_write_bytes", spy_cache_write)
         dataset = load_dataset("mnist", cache_dir=tmp_path, opener=web, progress=messages.append)
 
     assert_is_tiny(dataset, tiny)
@@ -362,7 +368,7 @@ def test_a_cache_that_cannot_be_written_gives_a_data_error_that_says_how_to_choo
     def read_only_file_system(path, content):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("digitnet.data.sources.atomic_write_bytes", read_only_file_system)
+    monkeypatch.setattr("digitnet.data.gather.atomic_write_bytes", read_only_file_system)
     web = FakeWeb({MIRROR_A + f"{n}.gz": tiny.gz(n) for n in FILE_NAMES})
 
     with pytest.raises(DataError, match="Permission denied.*--cache-dir or DIGITNET_CACHE_DIR"):
@@ -468,9 +474,9 @@ def test_pip_timing_out_is_reported_as_that_sources_failure(tmp_path):
 def test_openml_is_only_tried_when_explicitly_allowed():
     mnist = DATASETS["mnist"]
 
-    assert not any(isinstance(s, OpenMLSource) for s in default_sources(mnist, allow_openml=False))
-    assert isinstance(default_sources(mnist, allow_openml=True)[-1], OpenMLSource)
-    assert default_sources(mnist, allow_openml=True, allow_network=False) == []
+    assert not any(isinstance(s, OpenMLSource) for s in default_sources(mnist, DataOptions(allow_openml=False)))
+    assert isinstance(default_sources(mnist, DataOptions(allow_openml=True))[-1], OpenMLSource)
+    assert default_sources(mnist, DataOptions(allow_openml=True, allow_network=False)) == []
 
 
 def test_the_openml_route_splits_the_first_60000_rows_into_training(tmp_path, tiny):
@@ -644,19 +650,20 @@ def test_fetch_reports_each_file_and_where_it_came_from(tmp_path, tiny):
 
     result = fetch_dataset("mnist", cache_dir=tmp_path, opener=web)
 
-    assert [file["name"] for file in result["files"]] == list(FILE_NAMES)
-    assert {file["source"] for file in result["files"]} == {f"mirror {MIRROR_A}"}
-    assert all(Path(file["path"]).is_file() for file in result["files"])
+    assert [file.name for file in result.files] == list(FILE_NAMES)
+    assert {file.source for file in result.files} == {f"mirror {MIRROR_A}"}
+    assert all(file.path.is_file() for file in result.files)
+    assert result.cache_dir == tmp_path / "mnist"
 
 
 def test_verify_finds_missing_and_corrupt_cache_files(tmp_path, tiny):
     folder = fill_cache(tmp_path, tiny)
-    assert verify_dataset("mnist", cache_dir=tmp_path)["ok"]
+    assert verify_dataset("mnist", cache_dir=tmp_path).ok
 
     (folder / "t10k-images-idx3-ubyte").unlink()
     content = (folder / "train-images-idx3-ubyte").read_bytes()
     (folder / "train-images-idx3-ubyte").write_bytes(content[:-1] + b"\xff")
-    statuses = {file["name"]: file["status"] for file in verify_dataset("mnist", cache_dir=tmp_path)["files"]}
+    statuses = {file.name: file.status for file in verify_dataset("mnist", cache_dir=tmp_path).files}
 
     assert statuses == {
         "train-images-idx3-ubyte": "corrupt",
@@ -672,11 +679,11 @@ def test_info_lists_presence_sizes_split_counts_and_sources(tmp_path, tiny):
 
     info = dataset_info("mnist", cache_dir=tmp_path)
 
-    assert info["cache_dir"] == str(folder)
-    assert info["splits"] == {"train": 3, "test": 2}
-    assert [file["present"] for file in info["files"]] == [True, True, True, False]
-    assert info["files"][0]["bytes"] == len(tiny.content["train-images-idx3-ubyte"])
-    assert info["sources"][:2] == [f"cache {folder}", f"mirror {MIRROR_A}"]
+    assert info.cache_dir == folder
+    assert (info.train_count, info.test_count) == (3, 2)
+    assert [file.present for file in info.files] == [True, True, True, False]
+    assert info.files[0].size == len(tiny.content["train-images-idx3-ubyte"])
+    assert info.sources[:2] == (f"cache {folder}", f"mirror {MIRROR_A}")
 
 
 def test_cli_info_prints_the_cache_location_files_and_counts(tmp_path, tiny):
