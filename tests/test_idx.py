@@ -13,7 +13,14 @@ import pytest
 import digitnet.data.datasets as catalogue
 from digitnet.data import load_dataset
 from digitnet.data.datasets import ROLES, DatasetSpec, FileSpec
-from digitnet.data.idx import IDX_DTYPES, IdxError, decode_idx, encode_idx, read_idx, write_idx
+from digitnet.data.idx import (
+    IDX_DTYPES,
+    IdxError,
+    decode_idx,
+    encode_idx,
+    read_idx,
+    write_idx,
+)
 from digitnet.errors import DataError
 
 NATIVE_DTYPES = [dtype.newbyteorder("=") for dtype in IDX_DTYPES.values()]

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from digitnet.data.idx import IDX_DTYPES, decode_idx, encode_idx, read_idx
 from digitnet.errors import DataError
 
-# Few examples per property and no deadline: the whole module stays within a few seconds,
-# also on a loaded machine.
+# Few examples per property, to keep the module short; no deadline, because a loaded machine
+# makes single examples slow without anything being wrong.
 QUICK = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: No single read of these small inputs may use more memory than this.
 MEMORY_BOUND = 16 * 2**20

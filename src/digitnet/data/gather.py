@@ -137,8 +137,7 @@ def gather_files(
     progress : callable, optional
         Receives status lines.
     notes : sequence of str
-        Extra sentences for the error when every source fails (for example, that the network
-        was not allowed).
+        Extra sentences for the error when every source fails (say, that the network was not allowed).
 
     Returns
     -------
@@ -148,12 +147,11 @@ def gather_files(
     Raises
     ------
     DataError
-        When some file could not be obtained from any source (the message lists every source
-        and why it failed, and how to supply the files by hand), or the cache is not writable.
+        When some file could not be obtained from any source (the message lists each source,
+        why it failed and how to supply the files by hand), or the cache is not writable.
     """
     report = progress or ignore_progress
-    for leftover in remove_stale_temporaries(cache_dir):
-        report(f"Removed {leftover.path} ({leftover.size:,} bytes), left by an interrupted write: {leftover.reason}")
+    _remove_leftovers(cache_dir, report)
     wanted = list(spec.files)
     gathered: dict[str, GatheredFile] = {}
     failures: list[str] = []
@@ -169,13 +167,18 @@ def gather_files(
             continue
         gathered.update(found)
         wanted = [file for file in wanted if file.role not in gathered]
-        still_wanted = {file.name for file in wanted}
-        relevant = {name: why for name, why in problems.items() if name in still_wanted}
+        relevant = {name: why for name, why in problems.items() if name in {file.name for file in wanted}}
         if relevant:
             failures.append(f"{source.label}: {_summarise(relevant, len(spec.files))}")
     if wanted:
         raise DataError(_all_failed_message(spec, wanted, failures, cache_dir, notes))
     return gathered
+
+
+def _remove_leftovers(cache_dir: Path, report: Progress) -> None:
+    """Remove the temporaries killed writes left in the cache folder, saying what was removed."""
+    for leftover in remove_stale_temporaries(cache_dir):
+        report(f"Removed {leftover.path} ({leftover.size:,} bytes), left by an interrupted write: {leftover.reason}")
 
 
 def _take_from(
