@@ -185,5 +185,5 @@ def _show_leftovers(console: Console, report: VerifyReport) -> None:
         if leftover.path in removed:
             state = "removed"
         else:
-            state = "stale, remove with --clean" if leftover.stale else "kept"
+            state = "stale, remove with --clean" if leftover.stale else "may be in use, kept"
         console.print(f"leftover {leftover.path} ({leftover.size:,} bytes): {leftover.reason}; {state}", markup=False)

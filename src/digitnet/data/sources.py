@@ -43,6 +43,7 @@ __all__ = [
     "Source",
     "SourceFailed",
     "idx_files_from_arrays",
+    "ignore_progress",
     "uint8_images",
     "uint8_labels",
     "urlopen",
@@ -66,7 +67,8 @@ def ignore_progress(message: str) -> None:
 class SourceFailed(Exception):
     """A whole source cannot deliver anything (unreachable, not installed, download failed).
 
-    Internal to the data layer: :func:`~digitnet.data.gather.gather_files` collects these into one :class:`DataError`.
+    Internal to the data layer: :func:`~digitnet.data.gather.gather_files` collects these into
+    one :class:`DataError`.
     """
 
 
@@ -271,9 +273,8 @@ class OpenMLSource(Source):
         loader = self.loader
         if loader is None:
             try:
-                from sklearn.datasets import (
-                    fetch_openml,  # optional dependency, imported only when used
-                )
+                # An optional dependency, imported only when this opt-in source is used.
+                from sklearn.datasets import fetch_openml
             except ImportError as exc:
                 raise SourceFailed("scikit-learn is not installed (pip install 'digitnet[sklearn]')") from exc
             loader = fetch_openml
