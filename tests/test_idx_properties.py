@@ -24,7 +24,7 @@ from digitnet.errors import DataError
 
 # Few examples per property, to keep the module short; no deadline, because a loaded machine
 # makes single examples slow without anything being wrong.
-QUICK = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+QUICK = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: No single read of these small inputs may use more memory than this.
 MEMORY_BOUND = 16 * 2**20
 
