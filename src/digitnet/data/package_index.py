@@ -21,7 +21,6 @@ killed outright. Folders left by killed runs are removed when the next download 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gzip
 import os
 import pickle
@@ -120,7 +119,9 @@ def _parent_death_signal() -> Callable[[], None] | None:
     if not sys.platform.startswith("linux") or threading.active_count() > 1:
         return None
     try:
-        prctl = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).prctl
+        # CDLL(None): the symbols already loaded into this process, libc's among them. Unlike
+        # ctypes.util.find_library, it does not run ldconfig in a subprocess to find libc.
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
     parent = os.getpid()
