@@ -32,6 +32,7 @@ from digitnet.augment import STRENGTHS, Augmenter, Strength
 from digitnet.nn import SoftmaxCrossEntropy, build_mlp
 from digitnet.nn.architectures import build_cnn
 from digitnet.optim import Adam
+from digitnet.train import pixel_statistics
 
 EPOCH_IMAGES = 55_000
 
@@ -45,7 +46,8 @@ def load_images(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
 
         data = load_dataset("mnist")
         images, labels = data.train_images[:count], data.train_labels[:count].astype(np.int64)
-        x = ((images / 255 - 0.1307) / 0.3081).astype(np.float32).reshape(-1, 1, 28, 28)
+        mean, std = pixel_statistics(data.train_images)
+        x = ((images / 255 - mean) / std).astype(np.float32).reshape(-1, 1, 28, 28)
         return x, labels
     except (ImportError, OSError, DigitnetError) as error:  # speed does not depend on pixel values
         print(f"(MNIST not available: {error}; timing on random images)")
@@ -170,7 +172,7 @@ def time_augmentation(x, labels, batch_size: int) -> dict:
         x[index]
     gather = time.perf_counter() - started
     for name, strength in augmentation_variants().items():
-        augment = Augmenter(strength, background=(0 - 0.1307) / 0.3081)
+        augment = Augmenter(strength, background=float(x.min()))  # a blank pixel, normalised
         started = time.perf_counter()
         for index in batches:
             augment(x[index], rng)
