@@ -20,7 +20,17 @@ import pytest
 from numpy.lib import format as npy_format
 
 from digitnet.errors import ModelFileError
-from digitnet.nn import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Network, ReLU, build_mlp
+from digitnet.nn import (
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool2D,
+    Network,
+    ReLU,
+    build_mlp,
+)
 
 #: A refusal may read headers and metadata, nothing the size of a model (the 784-16-10 model's
 #: load peaks at about 0.2 MiB; every hostile claim below is 50 MiB or more).
@@ -260,10 +270,9 @@ def test_fifty_thousand_empty_entries_are_refused_before_zipfile_lists_them(tmp_
 
 
 def test_a_member_listed_twice_is_refused(mlp_members, tmp_path):
-    with pytest.warns(UserWarning, match="Duplicate name"):
-        write_zip(tmp_path / "m.npz", mlp_members)
-        with zipfile.ZipFile(tmp_path / "m.npz", "a") as archive:
-            archive.writestr("layer1.b.npy", npy_bytes(np.full(16, 1e30, np.float32)))
+    write_zip(tmp_path / "m.npz", mlp_members)
+    with zipfile.ZipFile(tmp_path / "m.npz", "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("layer1.b.npy", npy_bytes(np.full(16, 1e30, np.float32)))
     assert "it holds the entry layer1.b.npy twice" in refusal(tmp_path / "m.npz")[0]
 
 
