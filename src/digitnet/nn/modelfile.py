@@ -45,10 +45,24 @@ Other top-level keys are free-form facts a caller saved with the model; they are
 
 Limits
 ------
-At most ``MAX_LAYERS`` layers, ``MAX_FEATURES`` units or BatchNorm channels, ``MAX_CHANNELS``
-convolution channels, ``MAX_KERNEL`` kernel and padding, ``MAX_POOL`` pooling windows and
-strides, ``MAX_ACTIVATION`` values per image between any two layers (the input included) and
-``MAX_CONV_COLUMNS`` im2col values per image in a convolution.
+=========================================  ====================================================
+layers                                     at most 256 (``MAX_LAYERS``)
+Dense units, BatchNorm channels, classes   at most 65,536 (``MAX_FEATURES``)
+Conv2D channels                            at most 4,096 (``MAX_CHANNELS``)
+kernel size and integer padding            at most 32 (``MAX_KERNEL``)
+pooling window and stride                  at most 32 (``MAX_POOL``)
+image side                                 at most 4,096 (``MAX_IMAGE_SIDE``)
+values per image between two layers        at most 262,144 (``MAX_ACTIVATION``), input included
+im2col values per image in a Conv2D        at most 1,048,576 (``MAX_CONV_COLUMNS``)
+class name; dataset and other short texts  64 characters; 256 characters
+history                                    at most 100,000 epoch records
+metadata JSON                              1 MiB as UTF-32, nested at most 32 levels
+ZIP directory                              at most 1,025 entries and 256 KiB
+deflated member                            at most 4x its compressed size, plus 64 KiB
+=========================================  ====================================================
+
+Saving checks the same rules (and finite weights) before writing, so every file written can be
+read back; nothing is written when they fail.
 
 Reading order
 -------------
@@ -351,7 +365,7 @@ class MetadataSchema(_Schema):
     model_config = ConfigDict(extra="allow")
     format: Literal["digitnet-model"] = Field(description=f'must be "{FORMAT_NAME}"')
     format_version: int = Field(FORMAT_VERSION, ge=1, le=FORMAT_VERSION,
-                                description=f"must be a whole number from 1 to {FORMAT_VERSION}")
+                                description=f"must be a whole number (this digitnet reads version {FORMAT_VERSION})")
     layers: list[_AnyLayer] = Field(min_length=1, max_length=MAX_LAYERS, description=(
         f"must be a list of 1 to {MAX_LAYERS} layer objects, each with a known type"))
     input_shape: list[Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]] = Field(
