@@ -148,91 +148,43 @@ class Network:
         return sum(value.size for _, value, _ in self.parameters())
 
     # -- the model file -----------------------------------------------------------------------
+    # The format, its schema and every check live in :mod:`digitnet.nn.modelfile`; imported
+    # inside the methods because that module builds Networks itself.
 
     def to_metadata(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "layers": [{"type": type(layer).__name__, **layer.config()} for layer in self.layers],
-            "input_shape": list(self.input_shape),
-            "normalisation": {"mean": self.mean, "std": self.std},
-            "class_names": self.class_names,
-            "dtype": str(self.dtype),
-            **self.metadata,
-        }
+        """The metadata a model file of this network holds (architecture first, then ``metadata``)."""
+        from .modelfile import network_metadata
+
+        return network_metadata(self)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model to ``path`` atomically: a crash mid-write never leaves a broken file."""
-        from .. import __version__
-        from ..data.cache import atomic_write_bytes  # temp file + rename, shared with the data cache
+        """Write the model to ``path`` atomically: a crash mid-write never leaves a broken file.
 
-        path = Path(path)
-        metadata = {**self.to_metadata(), "digitnet_version": __version__}
-        buffer = io.BytesIO()
-        np.savez(buffer, metadata=np.array(json.dumps(metadata)), **self.state())
-        atomic_write_bytes(path, buffer.getvalue())
+        Raises :class:`~digitnet.errors.ModelFileError` (writing nothing) if the model's metadata
+        breaks the format, so that every file written can be read back.
+        """
+        from .modelfile import save_network
+
+        save_network(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Network:
-        """Read a model written by :meth:`save`, validating everything against its metadata."""
-        path = Path(path)
-        if not path.is_file():
-            raise ModelFileError(f"{path}: no such model file; train one with `digitnet train`.")
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                if "metadata" not in archive.files:
-                    raise ModelFileError(f"{path}: not a digitnet model (no metadata entry); "
-                                         "train one with `digitnet train`.")
-                metadata = json.loads(str(archive["metadata"]))
-                arrays = {name: archive[name] for name in archive.files if name != "metadata"}
-        except ModelFileError:
-            raise
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
-            raise ModelFileError(f"{path}: not a readable digitnet model (the file is damaged or "
-                                 f"truncated: {error}); train a new one with `digitnet train`.") from None
-        return cls.from_metadata(metadata, arrays, source=str(path))
+        """Read a model written by :meth:`save`, checking the whole file before trusting any of it.
+
+        Raises :class:`~digitnet.errors.ModelFileError`, with a one-sentence message, for a file
+        that is missing, not a model, damaged, or breaks the format's rules.
+        """
+        from .modelfile import load_network
+
+        return load_network(path)
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any], arrays: dict[str, np.ndarray], source: str = "model"
                       ) -> Network:
-        """Rebuild a network from its metadata and arrays, checking that they agree."""
-        def fail(problem: str) -> ModelFileError:
-            return ModelFileError(f"{source}: {problem}; the file is not a valid digitnet model, "
-                                  "train a new one with `digitnet train`.")
+        """Rebuild a network from its metadata and arrays, with the model file's checks."""
+        from .modelfile import network_from_metadata
 
-        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
-            raise fail("not a digitnet model file (wrong format marker)")
-        if metadata.get("format_version", 0) > FORMAT_VERSION:
-            raise ModelFileError(f"{source}: written by a newer digitnet (format version "
-                                 f"{metadata['format_version']}); upgrade digitnet to read it.")
-        try:
-            dtype = np.dtype(metadata.get("dtype", "float32"))
-            layers = []
-            for spec in metadata["layers"]:
-                spec = dict(spec)
-                layer_type = LAYER_TYPES.get(spec.pop("type"))
-                if layer_type is None:
-                    raise fail("it uses an unknown layer type")
-                layers.append(layer_type.from_config(spec, dtype=dtype))
-            normalisation = metadata["normalisation"]
-            extra = {key: value for key, value in metadata.items()
-                     if key not in {"format", "format_version", "layers", "input_shape",
-                                    "normalisation", "class_names", "dtype", "digitnet_version"}}
-            network = cls(layers, tuple(metadata["input_shape"]), mean=normalisation["mean"],
-                          std=normalisation["std"], class_names=metadata["class_names"], metadata=extra)
-        except (KeyError, TypeError, ValueError) as error:
-            raise fail(f"its metadata is incomplete ({error})") from None
-        expected = network.state()
-        if set(arrays) != set(expected):
-            raise fail(f"it holds arrays {sorted(arrays)} but its architecture needs {sorted(expected)}")
-        for name, target in expected.items():
-            if arrays[name].shape != target.shape:
-                raise fail(f"array {name} has shape {arrays[name].shape}, expected {target.shape}")
-            if not np.isfinite(arrays[name]).all():
-                raise fail(f"array {name} holds NaN or infinite values")
-        network.load_state(arrays)
-        network.metadata.setdefault("digitnet_version", metadata.get("digitnet_version"))
-        return network
+        return network_from_metadata(metadata, arrays, source)
 
 
 def build_mlp(hidden: Sequence[int] = (128,), *, input_shape: tuple[int, ...] = (1, 28, 28),
