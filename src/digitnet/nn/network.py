@@ -1,31 +1,19 @@
-"""The network: a list of layers, run forwards to predict and backwards to learn; and its file.
+"""The network: a list of layers, run forwards to predict and backwards to learn.
 
-A model file is a NumPy ``.npz`` archive holding one array per parameter (``layer3.W``) and one
-``metadata`` entry: a JSON string with the architecture (the layers' configs), the input shape, the
-input normalisation, the class names, and whatever the trainer adds (dataset, settings, metrics,
-history). It is read with ``allow_pickle=False``, and every array is checked against the shape the
-architecture implies, so a damaged or foreign file fails with a clear message instead of a
-confusing prediction.
+Saving and loading live in :mod:`digitnet.nn.modelfile`, which documents the file format and
+checks every file before it allocates anything.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import zipfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFileError
-from .layers import LAYER_TYPES, Dense, Flatten, Layer, ReLU
+from .layers import Dense, Flatten, Layer, ReLU
 from .losses import softmax
-
-FORMAT_NAME = "digitnet-model"
-FORMAT_VERSION = 1
 
 
 class Network:
