@@ -49,10 +49,15 @@ class ServeProcess:
 
     def __init__(self, model: Path, *options: str, fd_limit: int | None = None) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-        preexec = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))) if fd_limit else None
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "digitnet", "serve", str(model), "--port", "0", *options],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
+        command = ["-m", "digitnet", "serve", str(model), "--port", "0", *options]
+        if fd_limit:  # set inside the server process (not with preexec_fn, unsafe with threads)
+            limited = ("import resource, runpy, sys; "
+                       f"resource.setrlimit(resource.RLIMIT_NOFILE, ({fd_limit}, {fd_limit})); "
+                       f"sys.argv = ['digitnet', *{command[2:]!r}]; "
+                       "runpy.run_module('digitnet', run_name='__main__')")
+            command = ["-c", limited]
+        self.process = subprocess.Popen([sys.executable, *command], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, env=env)
         self.output = bytearray()
         first_line = threading.Event()
         threading.Thread(target=self._drain, args=(first_line,), daemon=True).start()
@@ -285,7 +290,7 @@ def open_idle_connections(port: int, count: int) -> list[socket.socket]:
 
 def timed_healthz(port: int) -> tuple[float, int]:
     start = time.monotonic()
-    seconds, answer = exchange(port, request("GET", "/healthz", headers="Connection: close\r\n"), wait=5)
+    _, answer = exchange(port, request("GET", "/healthz", headers="Connection: close\r\n"), wait=5)
     return time.monotonic() - start, parse(answer)[0] if answer else 0
 
 
@@ -361,11 +366,9 @@ def test_floods_of_accept_errors_and_bad_requests_are_logged_once_a_minute():
     logger.addHandler(Collect())
     logger.propagate = False
     logger.addFilter(web_server._RateLimitedRecords(["socket.accept() out of system resource"]))
-    try:
-        raise OSError(24, "Too many open files")
-    except OSError:
-        for _ in range(1000):
-            logger.error("socket.accept() out of system resource\nsocket: <fd=3>", exc_info=True)
+    error = OSError(24, "Too many open files")
+    for _ in range(1000):  # as asyncio logs each failed accept
+        logger.error("socket.accept() out of system resource\nsocket: <fd=3>", exc_info=error)
     logger.warning("something else")
     assert len(records) == 2
     assert records[0].exc_info is None and "more like it" in records[0].getMessage()
