@@ -275,6 +275,44 @@ def test_head_is_not_allowed_where_get_is_not(server):
     assert parse(answer)[0] == 405
 
 
+# -- the connection limit ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_connection_server(model_path):
+    process = ServeProcess(model_path, "--max-connections", "2", "--body-timeout", "5")
+    yield process
+    process.stop()
+
+
+def test_at_the_connection_limit_the_longest_idle_connection_makes_room(two_connection_server):
+    port = two_connection_server.port
+    with socket.create_connection(("127.0.0.1", port)) as oldest, socket.create_connection(("127.0.0.1", port)) as newer:
+        time.sleep(0.3)  # both accepted, both waiting for a request
+        _, answer = exchange(port, request("GET", "/healthz", headers="Connection: close\r\n"))
+        assert parse(answer)[0] == 200
+        oldest.settimeout(2)
+        assert oldest.recv(1) == b""  # closed to make room
+        newer.setblocking(False)
+        with pytest.raises(BlockingIOError):  # still open: only one was needed
+            newer.recv(1)
+
+
+def test_at_the_connection_limit_with_every_connection_busy_a_new_one_gets_503(two_connection_server):
+    port = two_connection_server.port
+    partial = request("POST", "/api/predict", headers="Content-Type: application/json\r\nContent-Length: 100\r\n",
+                      body=b"{")
+    with socket.create_connection(("127.0.0.1", port)) as first, socket.create_connection(("127.0.0.1", port)) as second:
+        first.sendall(partial)
+        second.sendall(partial)
+        time.sleep(0.3)  # both mid-request: neither may be closed to make room
+        seconds, answer = exchange(port, b"", wait=3)
+        assert_json_error(answer, 503, "too many connections")
+        assert seconds < 1.0
+    # Once they are gone there is room again.
+    time.sleep(0.3)
+    assert parse(exchange(port, request("GET", "/healthz", headers="Connection: close\r\n"))[1])[0] == 200
+
+
 # -- more connections than file descriptors -------------------------------------------------------
 
 def open_idle_connections(port: int, count: int) -> list[socket.socket]:
