@@ -424,3 +424,11 @@ def test_the_host_policy_follows_the_bind_address(bind, allowed, refused, ip_lit
     names, allow_ip_literals = web_server.host_policy(bind, ["mypc.local"])
     assert set(allowed) <= set(names) and not set(refused) & set(names)
     assert allow_ip_literals is ip_literals
+
+
+@pytest.mark.parametrize("name", ["http://mypc.local", "mypc.local:8000", "*mypc.local", "a.*.example", ""])
+def test_an_allow_host_that_could_never_match_is_refused_in_one_sentence(name):
+    from digitnet.errors import DigitnetError
+
+    with pytest.raises(DigitnetError, match="--allow-host"):
+        web_server.host_policy("127.0.0.1", [name])

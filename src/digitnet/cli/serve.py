@@ -94,10 +94,10 @@ def serve(model: Path | None, host: str, port: int, allow_hosts: tuple[str, ...]
     except ImportError as error:
         raise click.ClickException(f"`digitnet serve` needs the web extra ({error}); install it with "
                                    "`pip install 'digitnet[web]'`.") from None
-    names, allow_ip_literals = host_policy(host, allow_hosts)
     limits = ServerLimits(header_timeout=header_timeout, body_timeout=body_timeout,
                           keep_alive_timeout=keep_alive_timeout, max_connections=max_connections)
     try:
+        names, allow_ip_literals = host_policy(host, allow_hosts)
         connection_budget(max_connections)  # fails early, in one sentence, on a tiny open-file limit
         app = create_app(load_model(model), allowed_hosts=names, allow_ip_literals=allow_ip_literals)
     except DigitnetError as error:  # also when called outside the `digitnet` group

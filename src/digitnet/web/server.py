@@ -169,11 +169,21 @@ def host_policy(bind_host: str, allow_hosts: Sequence[str] = ()) -> tuple[list[s
         True for a wildcard address (0.0.0.0, ::), where clients on the network reach the server
         by whichever of the machine's IP addresses they know.
     """
+    for name in allow_hosts:
+        _check_host_name(name)
     names = [*LOOPBACK_NAMES, *allow_hosts]
     wildcard = bind_host in ("", "0.0.0.0", "::")
     if not wildcard and bind_host.lower() not in ("localhost", "127.0.0.1", "::1"):
         names.append(f"[{bind_host}]" if ":" in bind_host else bind_host)
     return names, wildcard
+
+
+def _check_host_name(name: str) -> None:
+    """Refuse an ``--allow-host`` value that could never match a Host header."""
+    bare = name[2:] if name.startswith("*.") else name
+    if name != "*" and (not bare or "*" in bare or "/" in bare or (":" in bare and not bare.startswith("["))):
+        raise DigitnetError(f"--allow-host {name!r} is not a host name; give a name without scheme or port, "
+                            "such as mypc.local, *.example.com (any subdomain) or * (any host).")
 
 
 def _json_response(status: int, detail: str) -> bytes:
@@ -397,7 +407,8 @@ class _RateLimitedRecords(logging.Filter):
 #: Logger name -> messages that clients can cause at will, logged at most once a minute.
 _FLOODABLE = {
     "asyncio": ["socket.accept() out of system resource"],
-    "uvicorn.error": ["Invalid HTTP request received.", "Exceeded concurrency limit."],
+    "uvicorn.error": ["Invalid HTTP request received.", "Exceeded concurrency limit.",
+                      "Unsupported upgrade request.", "No supported WebSocket library detected."],
 }
 
 
