@@ -408,9 +408,9 @@ def slow_markdown(result: dict) -> str:
     """The ``--slow-connections`` result as a Markdown table and a summary."""
     title = (f"### digitnet serve with {result['idle']} idle, {result['slowloris']} slowloris and "
              f"{result['partial_body']} partial-body connections, {result['fd_limit']} file descriptors")
-    lines = [title, "",
-             "Open: connections the server side still holds (established, accepted or queued); the "
-             "client columns count sockets the server has not visibly closed.", "",
+    legend = ("Open (server side): connections the server's kernel still holds (accepted or queued); the "
+              "idle, slowloris and partial-body columns count client sockets the server has not visibly closed.")
+    lines = [title, "", legend, "",
              "| s | /healthz | ms | server fds | open (server side) | idle | slowloris | partial-body | log bytes |",
              "| ---: | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in result["rows"]:
