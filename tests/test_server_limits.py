@@ -214,6 +214,16 @@ def test_a_body_sent_a_byte_at_a_time_is_cut_off_too(server):
     assert seconds < TIMEOUT_S + 3
 
 
+def test_a_request_answered_before_its_body_gets_no_second_answer_when_the_body_stalls(server):
+    # 415 needs no body, so the app answers at once; the body timeout then only closes.
+    stalled = request("POST", "/api/predict", headers="Content-Type: text/plain\r\nContent-Length: 1000\r\n",
+                      body=b"some")
+    seconds, answer = exchange(server.port, stalled, wait=TIMEOUT_S + 4)
+    assert_json_error(answer, 415, "Content-Type")
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert TIMEOUT_S * 0.8 <= seconds < TIMEOUT_S + 2
+
+
 # -- malformed requests ---------------------------------------------------------------------------
 
 def test_content_length_with_transfer_encoding_is_answered_400_at_once(server):

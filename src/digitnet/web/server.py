@@ -180,7 +180,7 @@ def host_policy(bind_host: str, allow_hosts: Sequence[str] = ()) -> tuple[list[s
 
 def _check_host_name(name: str) -> None:
     """Refuse an ``--allow-host`` value that could never match a Host header."""
-    bare = name[2:] if name.startswith("*.") else name
+    bare = name.removeprefix("*.")
     if name != "*" and (not bare or "*" in bare or "/" in bare or (":" in bare and not bare.startswith("["))):
         raise DigitnetError(f"--allow-host {name!r} is not a host name; give a name without scheme or port, "
                             "such as mypc.local, *.example.com (any subdomain) or * (any host).")
@@ -272,7 +272,7 @@ class GuardedH11Protocol(H11Protocol):
         """
         error = self.conn.last_error
         status = error.error_status_hint if error is not None and 400 <= error.error_status_hint < 600 else 400
-        if not self._response_in_progress():
+        if not self._answer_begun():
             self.transport.write(_json_response(status, _protocol_error_detail(error, self.limits)))
         self._close()
 
@@ -313,7 +313,7 @@ class GuardedH11Protocol(H11Protocol):
             detail = (f"The request headers did not arrive within {self.limits.header_timeout:g} "
                       "seconds; the connection is closed.")
         begun = phase == "body" or bool(self.conn.trailing_data[0])  # a silent connection gets no answer
-        if begun and not self._response_in_progress():
+        if begun and not self._answer_begun():
             self.transport.write(_json_response(408, detail))
         self._close()
 
@@ -327,9 +327,15 @@ class GuardedH11Protocol(H11Protocol):
                 return True
         return False
 
-    def _response_in_progress(self) -> bool:
+    def _answer_begun(self) -> bool:
+        """Whether the request now being received already has (part of) an answer.
+
+        An app may answer before reading the body (413, 415): until the body has arrived, that
+        request is still the current one, and a second answer must not follow its first.
+        """
         cycle = self.cycle
-        return cycle is not None and cycle.response_started and not cycle.response_complete
+        current = cycle is not None and (self._phase == "body" or not cycle.response_complete)
+        return current and cycle.response_started
 
     def _close(self) -> None:
         """Close now; a request still running sees a disconnect and its answer is dropped."""
