@@ -390,8 +390,8 @@ def serve_command(monkeypatch):
 
     served = {}
 
-    def fake_run_server(app, sock):
-        served["app"], served["address"] = app, sock.getsockname()
+    def fake_run_server(app, sock, limits=None):
+        served["app"], served["address"], served["limits"] = app, sock.getsockname(), limits
 
     monkeypatch.setattr(serve_module, "run_server", fake_run_server)
     return serve_module.serve, served
@@ -420,7 +420,12 @@ def test_serve_uses_model_npz_in_the_current_directory_on_loopback_and_prints_th
     host, port = served["address"]
     assert host == "127.0.0.1" and port > 0
     assert f"http://127.0.0.1:{port}/" in result.output
-    assert TestClient(served["app"]).get("/api/model").json()["architecture"] == "784-16-10"
+    browser = TestClient(served["app"], base_url=f"http://127.0.0.1:{port}")
+    assert browser.get("/api/model").json()["architecture"] == "784-16-10"
+    # The served app answers only for its own address: a DNS-rebinding page gets 421.
+    assert_refused(TestClient(served["app"], base_url="http://attacker.example").get("/api/model"), 421,
+                   "attacker.example", "--allow-host")
+    assert served["limits"].header_timeout == 10 and served["limits"].body_timeout == 30
 
 
 def test_serve_reports_a_damaged_model_file_in_one_sentence(serve_command, tmp_path):

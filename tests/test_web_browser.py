@@ -73,21 +73,28 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server_url(browser, request):
-    """The app around a real MNIST model, on uvicorn in a thread, on a free loopback port."""
+    """The app around a real MNIST model, served as ``digitnet serve`` does, on a free loopback port.
+
+    Same app (Host check included) and same uvicorn settings (the guarded protocol, its timeouts
+    and connection limit), on uvicorn in a thread so the test can stop it.
+    """
     try:
         import uvicorn
 
         from digitnet.web import create_app
+        from digitnet.web.server import host_policy, uvicorn_config
     except ImportError as error:
         unavailable(f"the web extra is not installed ({error}): pip install 'digitnet[web]'")
     from digitnet.nn import Network
 
     # Asked for only now, after `browser`: without a browser, skip before training the model.
-    app = create_app(Network.load(request.getfixturevalue("mnist_model_path")))
+    names, allow_ip_literals = host_policy("127.0.0.1")
+    app = create_app(Network.load(request.getfixturevalue("mnist_model_path")), allowed_hosts=names,
+                     allow_ip_literals=allow_ip_literals)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
