@@ -42,10 +42,10 @@ def rng() -> np.random.Generator:
 
 
 def pytest_collection_modifyitems(items):
-    """Every test that reads real MNIST (through the fixture, however indirectly) is slow: the fast
-    lane (`pytest -m "not slow"`) then runs offline on a fresh machine."""
+    """Every test that reads real MNIST (through the fixture, however indirectly) or drives a browser
+    is slow: the fast lane (`pytest -m "not slow"`) then runs offline, in about a minute."""
     for item in items:
-        if "mnist" in getattr(item, "fixturenames", ()):
+        if "mnist" in getattr(item, "fixturenames", ()) or item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.slow)
 
 

@@ -72,7 +72,7 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server_url(browser, request):
+def server_url(browser, mnist_model_path):
     """The app around a real MNIST model, served as ``digitnet serve`` does, on a free loopback port.
 
     Same app (Host check included) and same uvicorn settings (the guarded protocol, its timeouts
@@ -89,7 +89,7 @@ def server_url(browser, request):
 
     # Asked for only now, after `browser`: without a browser, skip before training the model.
     names, allow_ip_literals = host_policy("127.0.0.1")
-    app = create_app(Network.load(request.getfixturevalue("mnist_model_path")), allowed_hosts=names,
+    app = create_app(Network.load(mnist_model_path), allowed_hosts=names,
                      allow_ip_literals=allow_ip_literals)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
