@@ -30,7 +30,7 @@ def setting(text: str) -> tuple[int, float, int]:
         batch, rate, epochs = text.split(":")
         return int(batch), float(rate), int(epochs)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected BATCH:RATE:EPOCHS such as 256:6e-3:10, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected BATCH:RATE:EPOCHS such as 256:6e-3:10, got {text!r}") from None
 
 
 def main() -> None:
@@ -44,14 +44,30 @@ def main() -> None:
     for batch, rate, epochs in args.settings:
         finals = []
         for seed in range(args.seeds):
-            config = ExperimentConfig(seed=seed, threads=args.threads,
-                                      recipe={"batch_size": batch, "lr": rate, "epochs": epochs})
+            config = ExperimentConfig(
+                seed=seed, threads=args.threads, recipe={"batch_size": batch, "lr": rate, "epochs": epochs}
+            )
             validation = [record.val_accuracy for record in run(config, data).history.epochs]
             finals.append(validation[-1])
-            print(json.dumps({"batch_size": batch, "lr": rate, "epochs": epochs, "seed": seed,
-                              "val_accuracy": validation[-1], "val_per_epoch": validation}), flush=True)
-        print(json.dumps({"batch_size": batch, "lr": rate, "epochs": epochs,
-                          "mean_val_accuracy": statistics.mean(finals)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "batch_size": batch,
+                        "lr": rate,
+                        "epochs": epochs,
+                        "seed": seed,
+                        "val_accuracy": validation[-1],
+                        "val_per_epoch": validation,
+                    }
+                ),
+                flush=True,
+            )
+        print(
+            json.dumps(
+                {"batch_size": batch, "lr": rate, "epochs": epochs, "mean_val_accuracy": statistics.mean(finals)}
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

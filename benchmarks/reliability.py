@@ -66,6 +66,7 @@ print(json.dumps(result))
 
 # -- crafting -----------------------------------------------------------------------------------
 
+
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
@@ -92,10 +93,34 @@ def raw_zip(entries: list[tuple[str, bytes, int, int, int]]) -> bytes:
     local, directory, offset = [], [], 0
     for name, payload, method, crc, size in entries:
         encoded = name.encode()
-        local.append(struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(payload), size,
-                                 len(encoded), 0) + encoded + payload)
-        directory.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 0, crc, len(payload),
-                                     size, len(encoded), 0, 0, 0, 0, 0, offset) + encoded)
+        local.append(
+            struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(payload), size, len(encoded), 0)
+            + encoded
+            + payload
+        )
+        directory.append(
+            struct.pack(
+                "<4s6H3L5H2L",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                method,
+                0,
+                0,
+                crc,
+                len(payload),
+                size,
+                len(encoded),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + encoded
+        )
         offset += len(local[-1])
     listing = b"".join(directory)
     end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(listing), offset, 0)
@@ -111,7 +136,7 @@ def deflated_zeros(prefix: bytes, zero_bytes: int) -> tuple[bytes, int]:
     compressor, chunk = zlib.compressobj(1, zlib.DEFLATED, -15), bytes(1 << 22)
     parts, crc = [compressor.compress(prefix)], zlib.crc32(prefix)
     for start in range(0, zero_bytes, len(chunk)):
-        piece = chunk[:min(len(chunk), zero_bytes - start)]
+        piece = chunk[: min(len(chunk), zero_bytes - start)]
         parts.append(compressor.compress(piece))
         crc = zlib.crc32(piece, crc)
     return b"".join(parts) + compressor.flush(), crc
@@ -135,6 +160,7 @@ def with_metadata(members: dict[str, bytes], edit: Callable[[dict], object]) -> 
 
 def setter(path: str, value) -> Callable[[dict], None]:
     """An edit setting the metadata field at dotted ``path`` (numbers index lists)."""
+
     def edit(metadata: dict) -> None:
         *parents, last = [int(part) if part.isdigit() else part for part in path.split(".")]
         for part in parents:
@@ -145,6 +171,7 @@ def setter(path: str, value) -> Callable[[dict], None]:
 
 
 # -- the inputs ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Case:
@@ -169,10 +196,24 @@ def good_models() -> dict[str, bytes]:
     from digitnet.nn.architectures import build_cnn
 
     rng = np.random.default_rng(0)
-    bn = Network([Conv2D(1, 8, 3, "same", rng=rng), BatchNorm(8), ReLU(), MaxPool2D(2), Flatten(),
-                  Dense(8 * 14 * 14, 10, rng=rng)], (1, 28, 28), mean=0.13, std=0.31)
-    networks = {"seed 784-128-10": build_mlp((128,), rng=rng, mean=0.13, std=0.31),
-                "cnn (default)": build_cnn(rng=rng, mean=0.13, std=0.31), "cnn with batchnorm": bn}
+    bn = Network(
+        [
+            Conv2D(1, 8, 3, "same", rng=rng),
+            BatchNorm(8),
+            ReLU(),
+            MaxPool2D(2),
+            Flatten(),
+            Dense(8 * 14 * 14, 10, rng=rng),
+        ],
+        (1, 28, 28),
+        mean=0.13,
+        std=0.31,
+    )
+    networks = {
+        "seed 784-128-10": build_mlp((128,), rng=rng, mean=0.13, std=0.31),
+        "cnn (default)": build_cnn(rng=rng, mean=0.13, std=0.31),
+        "cnn with batchnorm": bn,
+    }
     saved = {}
     with tempfile.TemporaryDirectory() as folder:
         for name, network in networks.items():
@@ -185,24 +226,32 @@ def size_cases(seed: dict[str, bytes], bn: dict[str, bytes]) -> list[Case]:
     def widen(units: int) -> Callable[[dict], None]:
         def edit(metadata: dict) -> None:
             metadata["layers"][1]["out_features"] = metadata["layers"][3]["in_features"] = units
+
         return edit
 
-    edits = {"dense layer edited to 20,000 units": (seed, widen(20_000)),
-             "dense layer edited to 10^9 units": (seed, widen(10**9)),
-             "batchnorm channels 10^9": (bn, setter("layers.1.channels", 10**9)),
-             "input shape 4x4096x4096": (seed, setter("input_shape", [4, 4096, 4096])),
-             "conv padding 10^4": (bn, setter("layers.0.padding", 10_000)),
-             "conv out_channels 10^6": (bn, setter("layers.0.out_channels", 10**6)),
-             "conv kernel 31x31 on 400x400 input": (bn, lambda m: (setter("input_shape", [1, 400, 400])(m),
-                                                                      setter("layers.0.kernel_size", [31, 31])(m)))}
-    return [Case("huge sizes", name, zip_bytes(with_metadata(members, edit))) for name, (members, edit) in edits.items()]
+    edits = {
+        "dense layer edited to 20,000 units": (seed, widen(20_000)),
+        "dense layer edited to 10^9 units": (seed, widen(10**9)),
+        "batchnorm channels 10^9": (bn, setter("layers.1.channels", 10**9)),
+        "input shape 4x4096x4096": (seed, setter("input_shape", [4, 4096, 4096])),
+        "conv padding 10^4": (bn, setter("layers.0.padding", 10_000)),
+        "conv out_channels 10^6": (bn, setter("layers.0.out_channels", 10**6)),
+        "conv kernel 31x31 on 400x400 input": (
+            bn,
+            lambda m: (setter("input_shape", [1, 400, 400])(m), setter("layers.0.kernel_size", [31, 31])(m)),
+        ),
+    }
+    return [
+        Case("huge sizes", name, zip_bytes(with_metadata(members, edit))) for name, (members, edit) in edits.items()
+    ]
 
 
 def bomb_cases(seed: dict[str, bytes]) -> list[Case]:
     cases = []
     for units in (20_000, 65_536, 320_000):  # 63 MB, 205 MB and 1 GB of zeros for layer1.W
-        members = with_metadata(seed, lambda m, u=units: (setter("layers.1.out_features", u)(m),
-                                                          setter("layers.3.in_features", u)(m)))
+        members = with_metadata(
+            seed, lambda m, u=units: (setter("layers.1.out_features", u)(m), setter("layers.3.in_features", u)(m))
+        )
         members["layer1.b.npy"] = npy_bytes(np.zeros(units, np.float32))
         members["layer3.W.npy"] = npy_bytes(np.zeros((units, 10), np.float32))
         header = npy_header("<f4", (784, units))
@@ -214,10 +263,20 @@ def bomb_cases(seed: dict[str, bytes]) -> list[Case]:
     cases.append(Case("zip bombs", "1.6 MB metadata member, deflated", zip_bytes(big_text, zipfile.ZIP_DEFLATED)))
     huge_text = with_metadata(seed, setter("notes", " " * 25_000_000))
     cases.append(Case("zip bombs", "100 MB metadata member, deflated", zip_bytes(huge_text, zipfile.ZIP_DEFLATED)))
-    cases.append(Case("zip bombs", ".npy header claiming 10^12 elements",
-                      zip_bytes({**seed, "layer1.W.npy": npy_header("<f4", (10**6, 10**6)) + bytes(64)})))
-    cases.append(Case("zip bombs", "metadata header claiming 1 GB of text",
-                      zip_bytes({**seed, "metadata.npy": npy_header("<U250000000", ()) + b"{}"})))
+    cases.append(
+        Case(
+            "zip bombs",
+            ".npy header claiming 10^12 elements",
+            zip_bytes({**seed, "layer1.W.npy": npy_header("<f4", (10**6, 10**6)) + bytes(64)}),
+        )
+    )
+    cases.append(
+        Case(
+            "zip bombs",
+            "metadata header claiming 1 GB of text",
+            zip_bytes({**seed, "metadata.npy": npy_header("<U250000000", ()) + b"{}"}),
+        )
+    )
     cases += header_bombs(seed)
     many = raw_zip([(f"{i}", b"", 0, 0, 0) for i in range(50_000)])
     cases.append(Case("zip bombs", "50,000 empty entries", many))
@@ -228,12 +287,19 @@ def header_bombs(seed: dict[str, bytes]) -> list[Case]:
     """A 4 GiB .npy header length, and a stream longer than its entry claims (cut off, so it loads)."""
     bomb, crc = deflated_zeros(b"\x93NUMPY\x02\x00" + struct.pack("<I", 0xFFFFFFFF), 64 << 20)
     entries = [e for e in stored(seed) if e[0] != "layer1.W.npy"]
-    header_case = Case("zip bombs", ".npy header length 4 GiB, 64 MiB deflated",
-                       raw_zip([*entries, ("layer1.W.npy", bomb, 8, crc, len(bomb) * 4)]))
+    header_case = Case(
+        "zip bombs",
+        ".npy header length 4 GiB, 64 MiB deflated",
+        raw_zip([*entries, ("layer1.W.npy", bomb, 8, crc, len(bomb) * 4)]),
+    )
     real = seed["layer1.W.npy"]
     longer, _ = deflated_zeros(real, 256 << 20)
-    longer_case = Case("zip bombs", "stream 256 MiB longer than its entry claims",
-                       raw_zip([*entries, ("layer1.W.npy", longer, 8, zlib.crc32(real), len(real))]), expect="loaded")
+    longer_case = Case(
+        "zip bombs",
+        "stream 256 MiB longer than its entry claims",
+        raw_zip([*entries, ("layer1.W.npy", longer, 8, zlib.crc32(real), len(real))]),
+        expect="loaded",
+    )
     return [header_case, longer_case]
 
 
@@ -243,8 +309,10 @@ def metadata_cases(seed: dict[str, bytes], bn: dict[str, bytes]) -> list[Case]:
         "format_version null": (seed, setter("format_version", None)),
         "normalisation.std 0": (seed, setter("normalisation.std", 0)),
         "normalisation.std -1": (seed, setter("normalisation.std", -1)),
-        "dtype int8": (seed, setter("dtype", "int8")), "dtype bool": (seed, setter("dtype", "bool")),
-        "dtype object": (seed, setter("dtype", "object")), "dtype datetime64": (seed, setter("dtype", "datetime64")),
+        "dtype int8": (seed, setter("dtype", "int8")),
+        "dtype bool": (seed, setter("dtype", "bool")),
+        "dtype object": (seed, setter("dtype", "object")),
+        "dtype datetime64": (seed, setter("dtype", "datetime64")),
         "class_names too short": (seed, setter("class_names", list("012345678"))),
         "class_names too long": (seed, setter("class_names", list("0123456789x"))),
         "class_names not strings": (seed, setter("class_names", list(range(10)))),
@@ -254,20 +322,38 @@ def metadata_cases(seed: dict[str, bytes], bn: dict[str, bytes]) -> list[Case]:
         "unknown layer type": (seed, setter("layers.2.type", "Teleport")),
         "Dense with an extra setting": (seed, setter("layers.1.units", 5)),
         "batchnorm momentum 1.5": (bn, setter("layers.1.momentum", 1.5)),
-        "metrics a string": (seed, setter("metrics", "97%")), "dataset a list": (seed, setter("dataset", [1])),
-        "history an object": (seed, setter("history", {})), "training a list": (seed, setter("training", [])),
+        "metrics a string": (seed, setter("metrics", "97%")),
+        "dataset a list": (seed, setter("dataset", [1])),
+        "history an object": (seed, setter("history", {})),
+        "training a list": (seed, setter("training", [])),
         "metadata an empty object": (seed, lambda m: m.clear()),
     }
-    cases = [Case("bad metadata types", name, zip_bytes(with_metadata(members, edit)))
-             for name, (members, edit) in edits.items()]
+    cases = [
+        Case("bad metadata types", name, zip_bytes(with_metadata(members, edit)))
+        for name, (members, edit) in edits.items()
+    ]
     deep = json.dumps({**metadata_of(seed), "notes": "DEEP"}).replace('"DEEP"', "[" * 100_000 + "]" * 100_000)
-    for name, text in {"JSON nested 100,000 deep": deep, "not JSON": '{"format": ', "metadata a JSON list": "[1, 2]",
-                       "JSON nested 40 deep": json.dumps({**metadata_of(seed), "x": json.loads("[" * 40 + "]" * 40)})}.items():
+    for name, text in {
+        "JSON nested 100,000 deep": deep,
+        "not JSON": '{"format": ',
+        "metadata a JSON list": "[1, 2]",
+        "JSON nested 40 deep": json.dumps({**metadata_of(seed), "x": json.loads("[" * 40 + "]" * 40)}),
+    }.items():
         cases.append(Case("bad metadata types", name, zip_bytes({**seed, "metadata.npy": npy_bytes(np.array(text))})))
-    cases.append(Case("bad metadata types", "string array for layer1.b",
-                      zip_bytes({**seed, "layer1.b.npy": npy_bytes(np.array(["x"] * 128))})))
-    cases.append(Case("bad metadata types", "metadata as a float array",
-                      zip_bytes({**seed, "metadata.npy": npy_bytes(np.arange(3.0))})))
+    cases.append(
+        Case(
+            "bad metadata types",
+            "string array for layer1.b",
+            zip_bytes({**seed, "layer1.b.npy": npy_bytes(np.array(["x"] * 128))}),
+        )
+    )
+    cases.append(
+        Case(
+            "bad metadata types",
+            "metadata as a float array",
+            zip_bytes({**seed, "metadata.npy": npy_bytes(np.arange(3.0))}),
+        )
+    )
     return cases
 
 
@@ -275,36 +361,53 @@ def nonfinite_cases(seed: dict[str, bytes], bn: dict[str, bytes]) -> list[Case]:
     nan_std = with_metadata(seed, setter("normalisation.std", float("nan")))
     variance = np.ones(8, np.float32)
     variance[3] = -1
-    return [Case("non-finite models", name, zip_bytes(members)) for name, members in {
-        "weights of 3e38": {**seed, "layer3.W.npy": npy_bytes(np.full((128, 10), 3e38, np.float32))},
-        "NaN weights": {**seed, "layer1.W.npy": npy_bytes(np.full((784, 128), np.nan, np.float32))},
-        "normalisation.std NaN": nan_std,
-        "normalisation.std 1e-300": with_metadata(seed, setter("normalisation.std", 1e-300)),
-        "batchnorm running_var negative": {**bn, "layer1.running_var.npy": npy_bytes(variance)},
-        "batchnorm eps -1": with_metadata(bn, setter("layers.1.eps", -1)),
-        "batchnorm eps 0": with_metadata(bn, setter("layers.1.eps", 0)),
-    }.items()]
+    return [
+        Case("non-finite models", name, zip_bytes(members))
+        for name, members in {
+            "weights of 3e38": {**seed, "layer3.W.npy": npy_bytes(np.full((128, 10), 3e38, np.float32))},
+            "NaN weights": {**seed, "layer1.W.npy": npy_bytes(np.full((784, 128), np.nan, np.float32))},
+            "normalisation.std NaN": nan_std,
+            "normalisation.std 1e-300": with_metadata(seed, setter("normalisation.std", 1e-300)),
+            "batchnorm running_var negative": {**bn, "layer1.running_var.npy": npy_bytes(variance)},
+            "batchnorm eps -1": with_metadata(bn, setter("layers.1.eps", -1)),
+            "batchnorm eps 0": with_metadata(bn, setter("layers.1.eps", 0)),
+        }.items()
+    ]
 
 
 def not_zip_cases() -> list[Case]:
     objects = io.BytesIO()
     np.save(objects, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
-    return [Case("not ZIP files", name, data) for name, data in {
-        "text file": b"hello, I am not a model\n", "empty file": b"", "PNG header": b"\x89PNG\r\n\x1a\n" + bytes(64),
-        "pickle": pickle.dumps({"W": [1, 2, 3]}), ".npy of pickled objects": objects.getvalue(),
-        "PK and junk": b"PK\x03\x04 not really a zip", "random bytes": np.random.default_rng(0).bytes(4096),
-    }.items()]
+    return [
+        Case("not ZIP files", name, data)
+        for name, data in {
+            "text file": b"hello, I am not a model\n",
+            "empty file": b"",
+            "PNG header": b"\x89PNG\r\n\x1a\n" + bytes(64),
+            "pickle": pickle.dumps({"W": [1, 2, 3]}),
+            ".npy of pickled objects": objects.getvalue(),
+            "PK and junk": b"PK\x03\x04 not really a zip",
+            "random bytes": np.random.default_rng(0).bytes(4096),
+        }.items()
+    ]
 
 
 def all_cases() -> list[Case]:
     good = good_models()
     seed, bn = members_of(good["seed 784-128-10"]), members_of(good["cnn with batchnorm"])
     cases = [Case("good models", name, data, expect="loaded") for name, data in good.items()]
-    return (cases + size_cases(seed, bn) + bomb_cases(seed) + metadata_cases(seed, bn)
-            + nonfinite_cases(seed, bn) + not_zip_cases())
+    return (
+        cases
+        + size_cases(seed, bn)
+        + bomb_cases(seed)
+        + metadata_cases(seed, bn)
+        + nonfinite_cases(seed, bn)
+        + not_zip_cases()
+    )
 
 
 # -- running and reporting ----------------------------------------------------------------------
+
 
 def run_case(case: Case, folder: Path, src: Path, memory_limit: int) -> dict:
     """Load ``case`` in a fresh process (after a warm-up load of ``folder/warm.npz``)."""
@@ -316,8 +419,12 @@ def run_case(case: Case, folder: Path, src: Path, memory_limit: int) -> dict:
     try:
         result = json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):  # the child died (a signal, the OOM killer)
-        result = {"outcome": "traceback", "detail": f"exit {done.returncode}: {done.stderr.strip()[-200:]}",
-                  "seconds": None, "peak": None}
+        result = {
+            "outcome": "traceback",
+            "detail": f"exit {done.returncode}: {done.stderr.strip()[-200:]}",
+            "seconds": None,
+            "peak": None,
+        }
     return {**asdict(case), "data": None, "file_bytes": len(case.data), **result}
 
 
@@ -327,8 +434,10 @@ def mib(value: float | None) -> str:
 
 def summary(results: list[dict]) -> str:
     reference = next(r["peak"] for r in results if r["name"] == "seed 784-128-10")
-    lines = ["| category | inputs | clean refusals | loaded | tracebacks | not as expected | max peak | vs good |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| category | inputs | clean refusals | loaded | tracebacks | not as expected | max peak | vs good |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for category in dict.fromkeys(r["category"] for r in results):
         rows = [r for r in results if r["category"] == category]
         count = {outcome: sum(r["outcome"] == outcome for r in rows) for outcome in ("refused", "loaded", "traceback")}
@@ -338,10 +447,14 @@ def summary(results: list[dict]) -> str:
         peak = max(peaks) if peaks else None
         ratio = "-" if peak is None else f"{peak / reference:.2f}x"
         cap_note = f" + {over_cap} MemoryError" if over_cap else ""
-        lines.append(f"| {category} | {len(rows)} | {count['refused']} | {count['loaded']} | {count['traceback']} | "
-                     f"{sum(r['outcome'] != r['expect'] for r in rows)} | {mib(peak)}{cap_note} | {ratio} |")
-    lines.append(f"\nGood model for the ratio: seed 784-128-10, peak {mib(reference)} while loading (traced by "
-                 "tracemalloc, NumPy's arrays included; the largest peak of each category, MemoryErrors aside).")
+        lines.append(
+            f"| {category} | {len(rows)} | {count['refused']} | {count['loaded']} | {count['traceback']} | "
+            f"{sum(r['outcome'] != r['expect'] for r in rows)} | {mib(peak)}{cap_note} | {ratio} |"
+        )
+    lines.append(
+        f"\nGood model for the ratio: seed 784-128-10, peak {mib(reference)} while loading (traced by "
+        "tracemalloc, NumPy's arrays included; the largest peak of each category, MemoryErrors aside)."
+    )
     return "\n".join(lines)
 
 
@@ -350,8 +463,10 @@ def details(results: list[dict]) -> str:
     for r in results:
         seconds = "-" if r["seconds"] is None else f"{r['seconds']:.3f}"
         message = r["detail"].replace("|", "/")[:150]
-        lines.append(f"| {r['category']} | {r['name']} | {r['file_bytes']:,} B | {r['outcome']} | {mib(r['peak'])} | "
-                     f"{seconds} | {message} |")
+        lines.append(
+            f"| {r['category']} | {r['name']} | {r['file_bytes']:,} B | {r['outcome']} | {mib(r['peak'])} | "
+            f"{seconds} | {message} |"
+        )
     return "\n".join(lines)
 
 
@@ -369,8 +484,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         build_mlp((4,), input_shape=(1, 4, 4), rng=np.random.default_rng(0)).save(Path(folder) / "warm.npz")
         results = [run_case(case, Path(folder), args.src.resolve(), args.memory_limit) for case in cases]
-    print(f"Model-file reliability: {len(results)} inputs through Network.load from {args.src}, "
-          f"each in its own process (address space capped at {mib(args.memory_limit)}).\n")
+    print(
+        f"Model-file reliability: {len(results)} inputs through Network.load from {args.src}, "
+        f"each in its own process (address space capped at {mib(args.memory_limit)}).\n"
+    )
     print(summary(results))
     failures = [r for r in results if r["outcome"] == "traceback" or r["outcome"] != r["expect"]]
     for r in failures:

@@ -52,8 +52,11 @@ def errors_are_one_json_sentence(ctx, response, case) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 def test_the_api_answers_every_generated_request_as_its_schema_says(case):
     # positive_data_acceptance is left out on purpose: a schema-valid drawing may still hold no
     # digit (all zeros, blank), and a schema-valid "binary" body is rarely an image; both are 422
@@ -61,9 +64,9 @@ def test_the_api_answers_every_generated_request_as_its_schema_says(case):
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-    response = case.call_and_validate(headers=HOST,
-                                      additional_checks=[errors_are_one_json_sentence],
-                                      excluded_checks=[positive_data_acceptance])
+    response = case.call_and_validate(
+        headers=HOST, additional_checks=[errors_are_one_json_sentence], excluded_checks=[positive_data_acceptance]
+    )
     not_a_server_error  # noqa: B018  # in the default checks; named here so the intent is plain
     assert response.status_code < 500
 

@@ -23,8 +23,11 @@ both_interpolations = pytest.mark.parametrize("interpolation", INTERPOLATIONS)
 
 
 @both_interpolations
-@pytest.mark.parametrize("shape", [(5, 1, 28, 28), (3, 28, 28), (4, 2, 13, 17)],
-                         ids=["network batch", "plain images", "two channels, odd size"])
+@pytest.mark.parametrize(
+    "shape",
+    [(5, 1, 28, 28), (3, 28, 28), (4, 2, 13, 17)],
+    ids=["network batch", "plain images", "two channels, odd size"],
+)
 def test_identity_transform_returns_the_input_exactly(shape, interpolation, rng):
     batch = rng.standard_normal(shape).astype(np.float32)
     out = sampler(interpolation).transform(batch, *identity(shape[0]))
@@ -109,8 +112,9 @@ def test_batches_of_changing_size_give_the_same_result_as_a_fresh_augmenter(name
         results.append(reused(batch, np.random.default_rng(seed)))
         np.testing.assert_array_equal(results[-1], expected)
     # earlier results are the caller's own arrays: later calls did not overwrite them
-    np.testing.assert_array_equal(results[0], Augmenter(name, background=BACKGROUND)(
-        batches[0], np.random.default_rng(0)))
+    np.testing.assert_array_equal(
+        results[0], Augmenter(name, background=BACKGROUND)(batches[0], np.random.default_rng(0))
+    )
 
 
 def test_affine_only_strengths_sample_nearest_and_elastic_ones_bilinear():
@@ -130,7 +134,7 @@ def test_elastic_fields_are_smooth_with_the_requested_size(rng):
     augment = Augmenter(Strength(elastic=1.5, elastic_grid=4))
     fields = augment.random_elastic(400, 28, 28, rng)
     assert fields.shape == (400, 2, 28, 28)
-    assert abs(float(np.sqrt((fields ** 2).mean())) - 1.5) < 0.1
+    assert abs(float(np.sqrt((fields**2).mean())) - 1.5) < 0.1
     neighbour_correlation = np.corrcoef(fields[..., :-1].ravel(), fields[..., 1:].ravel())[0, 1]
     assert neighbour_correlation > 0.9
 
@@ -183,8 +187,11 @@ def test_train_command_augments_and_records_the_strength(mnist, tmp_path):
     from digitnet.nn import Network
 
     out = tmp_path / "augmented.npz"
-    result = CliRunner().invoke(train_command, ["--augment", "light", "--epochs", "1", "--threads", "1",
-                                                "--out", str(out), "--json"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        train_command,
+        ["--augment", "light", "--epochs", "1", "--threads", "1", "--out", str(out), "--json"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["test_accuracy"] > 0.9

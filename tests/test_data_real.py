@@ -58,7 +58,9 @@ def test_the_package_index_route_rebuilds_mnist_bit_for_bit(tmp_path, mnist):
     for role in ("train_images", "train_labels", "test_images", "test_labels"):
         np.testing.assert_array_equal(getattr(rebuilt, role), getattr(mnist, role))
     # From then on the cache alone serves it.
-    np.testing.assert_array_equal(load_dataset("mnist", cache_dir=tmp_path, sources=[]).train_images, mnist.train_images)
+    np.testing.assert_array_equal(
+        load_dataset("mnist", cache_dir=tmp_path, sources=[]).train_images, mnist.train_images
+    )
 
 
 @pytest.mark.slow

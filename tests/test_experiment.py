@@ -32,14 +32,33 @@ def test_the_same_config_gives_the_same_network_bit_for_bit(digits):
     first, second = run(small(seed=4), digits), run(small(seed=4), digits)
     for name, value in first.network.state().items():
         assert value.tobytes() == second.network.state()[name].tobytes(), name
-    assert run(small(seed=5), digits).network.state()["layer1.W"].tobytes() != \
-        first.network.state()["layer1.W"].tobytes()
+    assert (
+        run(small(seed=5), digits).network.state()["layer1.W"].tobytes() != first.network.state()["layer1.W"].tobytes()
+    )
 
 
 def test_the_command_line_trains_exactly_what_run_trains(digits, tmp_path):
     path = tmp_path / "cli.npz"
-    result = CliRunner().invoke(main, ["train", "--dataset", "digits", "--hidden", "16", "--val-size", "200",
-                                       "--epochs", "4", "--batch-size", "32", "--seed", "4", "--out", str(path)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--hidden",
+            "16",
+            "--val-size",
+            "200",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "32",
+            "--seed",
+            "4",
+            "--out",
+            str(path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     saved = Network.load(path)
     trained = run(small(seed=4), digits).network
@@ -57,8 +76,14 @@ def test_normalisation_is_measured_on_the_training_part_alone(digits):
 
 
 def test_the_test_set_never_influences_training(digits):
-    scrambled = Dataset(digits.name, digits.class_names, digits.train_images, digits.train_labels,
-                        255 - digits.test_images, (digits.test_labels + 1) % 10)
+    scrambled = Dataset(
+        digits.name,
+        digits.class_names,
+        digits.train_images,
+        digits.train_labels,
+        255 - digits.test_images,
+        (digits.test_labels + 1) % 10,
+    )
     ours, theirs = run(small(), digits), run(small(), scrambled)
     for name, value in ours.network.state().items():
         assert value.tobytes() == theirs.network.state()[name].tobytes(), name
@@ -104,11 +129,14 @@ def test_each_model_trains_with_its_default_augmentation_unless_told():
     assert ExperimentConfig(model="cnn").train_config() == default_config("cnn", "light")
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"model": "transformer"}, "unknown model"),
-    ({"augment": "extreme"}, "unknown augmentation"),
-    ({"recipe": {"learning_rate": 0.1}}, "unknown recipe settings"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"model": "transformer"}, "unknown model"),
+        ({"augment": "extreme"}, "unknown augmentation"),
+        ({"recipe": {"learning_rate": 0.1}}, "unknown recipe settings"),
+    ],
+)
 def test_a_config_with_an_unknown_setting_is_refused_at_once(fields, message):
     with pytest.raises(ValueError, match=message):
         ExperimentConfig(**fields)

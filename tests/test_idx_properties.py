@@ -138,7 +138,9 @@ def test_a_gzip_stream_damaged_after_compression_gives_an_array_or_a_data_error(
 @QUICK
 @given(
     code=st.sampled_from(TYPE_CODES),
-    dims=st.lists(st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([0, 1, 2**31, 2**32 - 1])), min_size=1, max_size=6),
+    dims=st.lists(
+        st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([0, 1, 2**31, 2**32 - 1])), min_size=1, max_size=6
+    ),
     body=st.binary(max_size=64),
 )
 def test_huge_declared_dimensions_are_refused_before_anything_is_allocated(scratch, code, dims, body):

@@ -313,7 +313,8 @@ def test_a_pip_run_interrupted_by_ctrl_c_ends_its_whole_process_group(tmp_path):
 
 def test_a_pip_run_returns_its_exit_status_and_output():
     result = run_in_process_group(
-        [sys.executable, "-c", "import sys; print('out'); print('ERROR: bad', file=sys.stderr); sys.exit(3)"], timeout=30
+        [sys.executable, "-c", "import sys; print('out'); print('ERROR: bad', file=sys.stderr); sys.exit(3)"],
+        timeout=30,
     )
 
     assert (result.returncode, result.stdout.strip(), result.stderr.strip()) == (3, "out", "ERROR: bad")

@@ -39,6 +39,7 @@ REFUSAL_PEAK = 1 << 20
 
 # -- crafting files -----------------------------------------------------------------------------
 
+
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
@@ -78,10 +79,32 @@ def raw_zip(entries: list[tuple[str, bytes, int, int, int]], flags: int = 0) -> 
     local, directory, offset = [], [], 0
     for name, payload, method, crc, claimed_size in entries:
         encoded = name.encode()
-        header = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, flags, method, 0, 0, crc, len(payload),
-                             claimed_size, len(encoded), 0)
-        directory.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, flags, method, 0, 0, crc, len(payload),
-                                     claimed_size, len(encoded), 0, 0, 0, 0, 0, offset) + encoded)
+        header = struct.pack(
+            "<4s5H3L2H", b"PK\x03\x04", 20, flags, method, 0, 0, crc, len(payload), claimed_size, len(encoded), 0
+        )
+        directory.append(
+            struct.pack(
+                "<4s6H3L5H2L",
+                b"PK\x01\x02",
+                20,
+                20,
+                flags,
+                method,
+                0,
+                0,
+                crc,
+                len(payload),
+                claimed_size,
+                len(encoded),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + encoded
+        )
         local.append(header + encoded + payload)
         offset += len(local[-1])
     directory_bytes = b"".join(directory)
@@ -119,8 +142,17 @@ def mlp_members(tmp_path, rng) -> dict[str, bytes]:
 @pytest.fixture
 def cnn_members(tmp_path, rng) -> dict[str, bytes]:
     """Members of a saved small CNN with every layer type (BatchNorm after the convolution)."""
-    layers = [Conv2D(1, 4, 3, "same", rng=rng), BatchNorm(4), ReLU(), MaxPool2D(2), Flatten(),
-              Dense(64, 8, rng=rng), ReLU(), Dropout(0.25), Dense(8, 10, rng=rng)]
+    layers = [
+        Conv2D(1, 4, 3, "same", rng=rng),
+        BatchNorm(4),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(64, 8, rng=rng),
+        ReLU(),
+        Dropout(0.25),
+        Dense(8, 10, rng=rng),
+    ]
     Network(layers, (1, 8, 8), mean=0.1, std=0.3).save(tmp_path / "cnn.npz")
     return members_of(tmp_path / "cnn.npz")
 
@@ -132,6 +164,7 @@ def edited(members: dict[str, bytes], edit) -> dict[str, bytes]:
 
 
 # -- sizes in the metadata are checked against the arrays before anything is built ------------------
+
 
 def test_a_layer_edited_to_twenty_thousand_units_is_refused_before_anything_is_allocated(mlp_members, tmp_path):
     def widen(metadata):
@@ -190,8 +223,10 @@ def test_a_convolution_with_more_im2col_values_than_the_limit_is_refused(cnn_mem
 
 # -- zip bombs: names, headers and sizes are checked before any data is unpacked -------------------
 
+
 def test_a_deflated_member_that_would_inflate_far_beyond_its_size_is_refused_unread(mlp_members, tmp_path):
     """Consistent metadata and header, 62.7 MB of zeros in 61 kB: refused from the ZIP directory alone."""
+
     def widen(metadata):
         metadata["layers"][1]["out_features"] = metadata["layers"][3]["in_features"] = 20_000
 
@@ -200,7 +235,9 @@ def test_a_deflated_member_that_would_inflate_far_beyond_its_size_is_refused_unr
     members["layer3.W.npy"] = npy_bytes(np.zeros((20_000, 10), np.float32))
     entries = [(name, data, 0, zlib.crc32(data), len(data)) for name, data in members.items() if name != "layer1.W.npy"]
     header = npy_header("<f4", (784, 20_000))
-    entries.append(("layer1.W.npy", deflate([header] + [bytes(784 * 4)] * 20_000), 8, 0, len(header) + 784 * 20_000 * 4))
+    entries.append(
+        ("layer1.W.npy", deflate([header] + [bytes(784 * 4)] * 20_000), 8, 0, len(header) + 784 * 20_000 * 4)
+    )
     (tmp_path / "m.npz").write_bytes(raw_zip(entries))
     message, peak = refusal(tmp_path / "m.npz")
     assert "its entry layer1.W.npy claims 62720128 bytes from" in message
@@ -234,8 +271,9 @@ def test_an_npy_header_length_field_of_four_gibibytes_is_not_followed(mlp_member
     """NumPy would read the claimed 4 GiB of header before checking it; 16 MiB of zeros are deflated here."""
     bomb = b"\x93NUMPY\x02\x00" + struct.pack("<I", 0xFFFFFFFF)
     payload = deflate([bomb] + [bytes(1 << 20)] * 16)
-    entries = [(name, data, 0, zlib.crc32(data), len(data)) for name, data in mlp_members.items()
-               if name != "layer1.W.npy"]
+    entries = [
+        (name, data, 0, zlib.crc32(data), len(data)) for name, data in mlp_members.items() if name != "layer1.W.npy"
+    ]
     entries.append(("layer1.W.npy", payload, 8, 0, len(payload) * 4))
     (tmp_path / "m.npz").write_bytes(raw_zip(entries))
     message, peak = refusal(tmp_path / "m.npz")
@@ -247,8 +285,9 @@ def test_a_member_whose_stream_outgrows_its_claimed_size_is_read_only_up_to_the_
     """The directory claims the right size; the deflated stream goes on for 32 MiB more, never unpacked."""
     expected = mlp_members["layer1.W.npy"]
     payload = deflate([expected] + [bytes(1 << 20)] * 32)
-    entries = [(name, data, 0, zlib.crc32(data), len(data)) for name, data in mlp_members.items()
-               if name != "layer1.W.npy"]
+    entries = [
+        (name, data, 0, zlib.crc32(data), len(data)) for name, data in mlp_members.items() if name != "layer1.W.npy"
+    ]
     entries.append(("layer1.W.npy", payload, 8, zlib.crc32(expected), len(expected)))
     (tmp_path / "m.npz").write_bytes(raw_zip(entries))
     write_zip(tmp_path / "good.npz", mlp_members)
@@ -301,8 +340,10 @@ def test_a_member_with_more_data_than_its_header_implies_is_refused(mlp_members,
 
 # -- metadata of the wrong type is refused in one sentence naming the field ---------------------------
 
+
 def _set(path: str, value):
     """An edit that sets the metadata field at dotted ``path`` (list indices as numbers) to ``value``."""
+
     def edit(metadata):
         *parents, last = [int(part) if part.isdigit() else part for part in path.split(".")]
         target = metadata
@@ -340,40 +381,64 @@ MLP_CASES = {
     "dtype object": (_set("dtype", "object"), 'metadata field dtype must be "float32" or "float64"'),
     "dtype datetime": (_set("dtype", "datetime64[ns]"), 'metadata field dtype must be "float32" or "float64"'),
     "dtype float16": (_set("dtype", "float16"), 'metadata field dtype must be "float32" or "float64"'),
-    "class_names short": (_set("class_names", list("012345678")),
-                          "metadata field class_names has 9 names but the network gives 10 outputs"),
-    "class_names long": (_set("class_names", list("0123456789x")),
-                         "metadata field class_names has 11 names but the network gives 10 outputs"),
-    "class_names numbers": (_set("class_names", list(range(10))),
-                            "metadata field class_names[0] is invalid: class_names must be a list of names"),
+    "class_names short": (
+        _set("class_names", list("012345678")),
+        "metadata field class_names has 9 names but the network gives 10 outputs",
+    ),
+    "class_names long": (
+        _set("class_names", list("0123456789x")),
+        "metadata field class_names has 11 names but the network gives 10 outputs",
+    ),
+    "class_names numbers": (
+        _set("class_names", list(range(10))),
+        "metadata field class_names[0] is invalid: class_names must be a list of names",
+    ),
     "class_names a string": (_set("class_names", "0123456789"), "metadata field class_names must be a list of names"),
     "input_shape one number": (_set("input_shape", [7]), "metadata field input_shape must be three whole numbers"),
     "input_shape negative": (_set("input_shape", [1, 28, -28]), "metadata field input_shape[2] is invalid"),
     "input_shape floats": (_set("input_shape", [1, 28.0, 28]), "metadata field input_shape[1] is invalid"),
     "input_shape a string": (_set("input_shape", "1x28x28"), "metadata field input_shape must be three whole"),
     "input that does not reach the first Dense": (
-        _set("input_shape", [1, 20, 20]), "metadata field layers[1].in_features is 784 but the layers before it give 400"),
+        _set("input_shape", [1, 20, 20]),
+        "metadata field layers[1].in_features is 784 but the layers before it give 400",
+    ),
     "first Dense without Flatten": (
-        _set("layers.0", {"type": "ReLU"}), "metadata field layers[1] (Dense) needs flat input but the layers"),
-    "Dense in_features a string": (_set("layers.1.in_features", "784"),
-                                   "metadata field layers[1].in_features must be a whole number from 1 to 65536"),
-    "Dense in_features fractional": (_set("layers.1.in_features", 784.0),
-                                     "metadata field layers[1].in_features must be a whole number"),
-    "Dense with an unknown setting": (_set("layers.1.units", 5), "metadata field layers[1].units is not part of the format"),
+        _set("layers.0", {"type": "ReLU"}),
+        "metadata field layers[1] (Dense) needs flat input but the layers",
+    ),
+    "Dense in_features a string": (
+        _set("layers.1.in_features", "784"),
+        "metadata field layers[1].in_features must be a whole number from 1 to 65536",
+    ),
+    "Dense in_features fractional": (
+        _set("layers.1.in_features", 784.0),
+        "metadata field layers[1].in_features must be a whole number",
+    ),
+    "Dense with an unknown setting": (
+        _set("layers.1.units", 5),
+        "metadata field layers[1].units is not part of the format",
+    ),
     "ReLU with a setting": (_set("layers.2.slope", 0.1), "metadata field layers[2].slope is not part of the format"),
     "layer without a type": (_delete("layers.2.type"), "metadata field layers[2] is invalid"),
     "layer that is not an object": (_set("layers.2", "ReLU"), "metadata field layers[2] is invalid"),
     "unknown layer type": (_set("layers.2.type", "Teleport"), "layers[2].type is 'Teleport', an unknown layer type"),
     "no layers": (_set("layers", []), "metadata field layers must be a list of 1 to 256 layer objects"),
     "metrics a string": (_set("metrics", "97%"), "metadata field metrics must be an object"),
-    "test accuracy a string": (_set("metrics", {"test_accuracy": "0.97"}),
-                               "metadata field metrics.test_accuracy must be a number from 0 to 1 or null"),
-    "test accuracy above one": (_set("metrics", {"test_accuracy": 97}), "metrics.test_accuracy must be a number from 0"),
+    "test accuracy a string": (
+        _set("metrics", {"test_accuracy": "0.97"}),
+        "metadata field metrics.test_accuracy must be a number from 0 to 1 or null",
+    ),
+    "test accuracy above one": (
+        _set("metrics", {"test_accuracy": 97}),
+        "metrics.test_accuracy must be a number from 0",
+    ),
     "dataset a list": (_set("dataset", ["mnist"]), "metadata field dataset must be a short string or null"),
     "history an object": (_set("history", {"epoch": 1}), "metadata field history must be a list of at most"),
     "history record without epoch": (_set("history", [{"loss": 0.5}]), "metadata field history[0].epoch is missing"),
-    "history loss a string": (_set("history", [{"epoch": 1, "loss": "low"}]),
-                              "metadata field history[0].loss must be a finite number or null"),
+    "history loss a string": (
+        _set("history", [{"epoch": 1, "loss": "low"}]),
+        "metadata field history[0].loss must be a finite number or null",
+    ),
     "training a list": (_set("training", ["adam"]), "metadata field training must be an object"),
     "training epochs a string": (_set("training", {"epochs": "8"}), "metadata field training.epochs must be a non-neg"),
     "digitnet_version a number": (_set("digitnet_version", 1.2), "metadata field digitnet_version must be a short"),
@@ -395,20 +460,30 @@ def test_metadata_of_the_wrong_type_is_refused_naming_the_field(mlp_members, tmp
 
 
 CNN_CASES = {
-    "dropout rate above one": (_set("layers.7.rate", 1.5), "metadata field layers[7].rate must be a number from 0 up to"),
+    "dropout rate above one": (
+        _set("layers.7.rate", 1.5),
+        "metadata field layers[7].rate must be a number from 0 up to",
+    ),
     "dropout rate one": (_set("layers.7.rate", 1), "metadata field layers[7].rate must be a number from 0 up to"),
     "padding unknown": (_set("layers.0.padding", "full"), 'metadata field layers[0].padding must be "same", "valid"'),
     "padding true": (_set("layers.0.padding", True), 'metadata field layers[0].padding must be "same", "valid"'),
     "kernel of one number": (_set("layers.0.kernel_size", [3]), "metadata field layers[0].kernel_size must be two"),
     "kernel of zero": (_set("layers.0.kernel_size", [0, 3]), "metadata field layers[0].kernel_size[0] is invalid"),
-    "valid padding shrinking the image": (_set("layers.0.padding", "valid"),
-                                           "metadata field layers[5].in_features is 64 but the layers before it give 36"),
-    "conv in_channels wrong": (_set("layers.0.in_channels", 3),
-                               "metadata field layers[0].in_channels is 3 but the layers before it give 1 channels"),
+    "valid padding shrinking the image": (
+        _set("layers.0.padding", "valid"),
+        "metadata field layers[5].in_features is 64 but the layers before it give 36",
+    ),
+    "conv in_channels wrong": (
+        _set("layers.0.in_channels", 3),
+        "metadata field layers[0].in_channels is 3 but the layers before it give 1 channels",
+    ),
     "pool of zero": (_set("layers.3.pool_size", 0), "metadata field layers[3].pool_size must be a whole number from 1"),
     "pool larger than the input": (_set("layers.3.pool_size", 9), "metadata field layers[3].pool_size 9 does not fit"),
     "stride a string": (_set("layers.3.stride", "2"), "metadata field layers[3].stride must be a whole number"),
-    "batchnorm momentum two": (_set("layers.1.momentum", 2), "metadata field layers[1].momentum must be a number from 0"),
+    "batchnorm momentum two": (
+        _set("layers.1.momentum", 2),
+        "metadata field layers[1].momentum must be a number from 0",
+    ),
     "batchnorm eps zero": (_set("layers.1.eps", 0), "metadata field layers[1].eps must be a positive number"),
     "batchnorm eps negative": (_set("layers.1.eps", -1e-5), "metadata field layers[1].eps must be a positive number"),
     "batchnorm eps NaN": (_set("layers.1.eps", float("nan")), "metadata field layers[1].eps must be a positive number"),
@@ -429,8 +504,9 @@ def test_metadata_that_is_not_json_is_refused_as_unreadable(mlp_members, tmp_pat
 
 def test_metadata_that_is_a_json_list_is_not_a_digitnet_model(mlp_members, tmp_path):
     write_zip(tmp_path / "m.npz", with_metadata(mlp_members, "[1, 2, 3]"))
-    assert 'not a digitnet model (its metadata has no "format": "digitnet-model" marker)' in refusal(
-        tmp_path / "m.npz")[0]
+    assert (
+        'not a digitnet model (its metadata has no "format": "digitnet-model" marker)' in refusal(tmp_path / "m.npz")[0]
+    )
 
 
 def test_metadata_stored_as_numbers_is_refused_as_unreadable(mlp_members, tmp_path):
@@ -449,6 +525,7 @@ def test_an_array_of_another_precision_than_the_metadata_says_is_refused(mlp_mem
 
 
 # -- models whose outputs would not be finite -------------------------------------------------------
+
 
 def test_finite_weights_that_overflow_the_logits_are_refused(mlp_members, tmp_path):
     write_zip(tmp_path / "m.npz", {**mlp_members, "layer3.W.npy": npy_bytes(np.full((16, 10), 3e38, np.float32))})
@@ -487,8 +564,9 @@ NOT_ZIP = {
 def test_a_file_that_is_not_a_zip_archive_says_so_and_nothing_about_pickles(tmp_path, kind):
     (tmp_path / "model.npz").write_bytes(NOT_ZIP[kind])
     message, _ = refusal(tmp_path / "model.npz")
-    assert message == (f"{tmp_path / 'model.npz'} is not a digitnet model file (expected a .npz archive "
-                       "written by `digitnet train`).")
+    assert message == (
+        f"{tmp_path / 'model.npz'} is not a digitnet model file (expected a .npz archive written by `digitnet train`)."
+    )
 
 
 def test_a_zip_signature_without_a_zip_directory_is_damaged(tmp_path):

@@ -31,8 +31,12 @@ from digitnet.nn import (
     build_mlp,
 )
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def _saved_bytes(network: Network, folder: Path, name: str) -> bytes:
@@ -45,10 +49,25 @@ def files(tmp_path_factory) -> dict[str, bytes]:
     """A small CNN with every layer type, and the seed network whose load sets the memory budget."""
     rng = np.random.default_rng(7)
     folder = tmp_path_factory.mktemp("models")
-    layers = [Conv2D(1, 3, 3, "same", rng=rng), BatchNorm(3), ReLU(), MaxPool2D(2), Flatten(),
-              Dense(12, 6, rng=rng), ReLU(), Dropout(0.2), Dense(6, 4, rng=rng)]
-    cnn = Network(layers, (1, 4, 4), mean=0.2, std=0.4, class_names=list("abcd"),
-                  metadata={"dataset": "toy", "metrics": {"test_accuracy": 0.5}, "history": [{"epoch": 1}]})
+    layers = [
+        Conv2D(1, 3, 3, "same", rng=rng),
+        BatchNorm(3),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(12, 6, rng=rng),
+        ReLU(),
+        Dropout(0.2),
+        Dense(6, 4, rng=rng),
+    ]
+    cnn = Network(
+        layers,
+        (1, 4, 4),
+        mean=0.2,
+        std=0.4,
+        class_names=list("abcd"),
+        metadata={"dataset": "toy", "metrics": {"test_accuracy": 0.5}, "history": [{"epoch": 1}]},
+    )
     seed = build_mlp((128,), rng=rng, mean=0.13, std=0.31)
     return {"cnn": _saved_bytes(cnn, folder, "cnn.npz"), "seed": _saved_bytes(seed, folder, "seed.npz")}
 
@@ -99,8 +118,9 @@ def test_random_bytes_give_a_network_or_a_clean_refusal(files, budget, tmp_path,
 @given(st.data())
 def test_flipped_bytes_give_a_network_or_a_clean_refusal(files, budget, tmp_path, data):
     original = bytearray(files["cnn"])
-    flips = data.draw(st.lists(st.tuples(st.integers(0, len(original) - 1), st.integers(1, 255)),
-                               min_size=1, max_size=8))
+    flips = data.draw(
+        st.lists(st.tuples(st.integers(0, len(original) - 1), st.integers(1, 255)), min_size=1, max_size=8)
+    )
     for position, mask in flips:
         original[position] ^= mask
     assert_network_or_clean_refusal(bytes(original), tmp_path, budget)
@@ -127,10 +147,15 @@ def _paths(value, prefix=()):
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=8)
     | st.sampled_from([0, 1, -1, 10**9, 65536, 65537, 1e-300, 3e38, "same", "valid", "Dense", "float64"]),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
-    max_leaves=6)
+    max_leaves=6,
+)
 
 
 def _members(data: bytes) -> dict[str, bytes]:
@@ -185,19 +210,54 @@ def test_replaced_arrays_give_a_network_or_a_clean_refusal(files, budget, tmp_pa
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(hidden=st.lists(st.integers(1, 12), max_size=3), side=st.integers(2, 6),
-       classes=st.lists(st.text(min_size=1, max_size=5), min_size=2, max_size=6),
-       dtype=st.sampled_from([np.float32, np.float64]),
-       std=st.floats(0.05, 5), mean=st.floats(-1, 1), seed=st.integers(0, 2**32 - 1),
-       facts=st.dictionaries(st.text(min_size=1, max_size=8).filter(lambda key: key not in {
-           "format", "format_version", "layers", "input_shape", "normalisation", "class_names", "dtype",
-           "digitnet_version", "dataset", "model", "training", "metrics", "history"}),
-           JSON.filter(lambda value: "NaN" not in json.dumps(value)), max_size=3))
-def test_saving_then_loading_gives_identical_arrays_and_metadata(tmp_path, hidden, side, classes, dtype, std,
-                                                                 mean, seed, facts):
+@given(
+    hidden=st.lists(st.integers(1, 12), max_size=3),
+    side=st.integers(2, 6),
+    classes=st.lists(st.text(min_size=1, max_size=5), min_size=2, max_size=6),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    std=st.floats(0.05, 5),
+    mean=st.floats(-1, 1),
+    seed=st.integers(0, 2**32 - 1),
+    facts=st.dictionaries(
+        st.text(min_size=1, max_size=8).filter(
+            lambda key: (
+                key
+                not in {
+                    "format",
+                    "format_version",
+                    "layers",
+                    "input_shape",
+                    "normalisation",
+                    "class_names",
+                    "dtype",
+                    "digitnet_version",
+                    "dataset",
+                    "model",
+                    "training",
+                    "metrics",
+                    "history",
+                }
+            )
+        ),
+        JSON.filter(lambda value: "NaN" not in json.dumps(value)),
+        max_size=3,
+    ),
+)
+def test_saving_then_loading_gives_identical_arrays_and_metadata(
+    tmp_path, hidden, side, classes, dtype, std, mean, seed, facts
+):
     rng = np.random.default_rng(seed)
-    network = build_mlp(hidden, input_shape=(1, side, side), num_classes=len(classes), rng=rng, dtype=dtype,
-                        mean=mean, std=std, class_names=classes, metadata=dict(facts))
+    network = build_mlp(
+        hidden,
+        input_shape=(1, side, side),
+        num_classes=len(classes),
+        rng=rng,
+        dtype=dtype,
+        mean=mean,
+        std=std,
+        class_names=classes,
+        metadata=dict(facts),
+    )
     network.save(tmp_path / "m.npz")
     loaded = Network.load(tmp_path / "m.npz")
     assert loaded.state().keys() == network.state().keys()

@@ -14,9 +14,9 @@ from PIL import Image
 from digitnet import plots
 from digitnet.data import load_dataset
 from digitnet.errors import DigitnetError
-from digitnet.metrics import confusion_matrix
 from digitnet.experiment import ExperimentConfig, run
-from digitnet.nn import Conv2D, Network, build_mlp
+from digitnet.metrics import confusion_matrix
+from digitnet.nn import Conv2D, Network
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,9 @@ def texts_of(figure) -> list[str]:
 def test_sample_predictions_title_each_image_and_mark_mistakes(digits, probabilities, tmp_path):
     predicted = probabilities.argmax(axis=1).copy()
     predicted[[2, 5]] = (digits.test_labels[[2, 5]] + 1) % 10  # two certain mistakes
-    figure = plots.plot_sample_predictions(digits.test_images, digits.test_labels, predicted,
-                                           digits.class_names, count=16, columns=8)
+    figure = plots.plot_sample_predictions(
+        digits.test_images, digits.test_labels, predicted, digits.class_names, count=16, columns=8
+    )
     assert_good_png(plots.save_figure(figure, tmp_path / "samples.png"), figure)
     axes = figure.axes
     assert len(axes) == 16
@@ -143,8 +144,10 @@ def test_a_model_without_history_gets_a_clear_message_not_a_crash(digits_model):
     with pytest.raises(plots.NoHistoryError) as caught:
         plots.plot_learning_curves(bare, source="model.npz")
     assert isinstance(caught.value, DigitnetError)
-    assert str(caught.value) == ("model.npz has no training history (it was saved without one); the "
-                                 "learning-curve plot needs a model written by `digitnet train`.")
+    assert str(caught.value) == (
+        "model.npz has no training history (it was saved without one); the "
+        "learning-curve plot needs a model written by `digitnet train`."
+    )
 
 
 def test_first_layer_weights_show_each_hidden_unit_as_an_image(digits_model, tmp_path):
@@ -178,8 +181,9 @@ def test_first_layer_weights_explain_what_they_cannot_draw():
 
 def test_probability_bars_show_every_class_and_highlight_the_prediction(digits, probabilities, tmp_path):
     p = probabilities[0]
-    figure = plots.plot_probabilities(p, digits.test_images[0], digits.class_names,
-                                      true_label=int(digits.test_labels[0]))
+    figure = plots.plot_probabilities(
+        p, digits.test_images[0], digits.class_names, true_label=int(digits.test_labels[0])
+    )
     assert_good_png(plots.save_figure(figure, tmp_path / "probabilities.png"), figure)
     image_ax, bar_ax = figure.axes
     assert image_ax.get_images() and image_ax.get_title() == "input"
@@ -228,9 +232,11 @@ def test_save_model_plots_rejects_an_image_index_outside_the_test_set(digits_mod
 
 def test_plots_never_touch_pyplot_or_a_display(tmp_path):
     # pyplot would pick a GUI backend where one exists; the module must work on a headless server.
-    code = ("import sys, numpy as np; from digitnet import plots; "
-            "plots.save_figure(plots.plot_probabilities(np.full(10, 0.1)), sys.argv[1]); "
-            "assert 'matplotlib.pyplot' not in sys.modules")
+    code = (
+        "import sys, numpy as np; from digitnet import plots; "
+        "plots.save_figure(plots.plot_probabilities(np.full(10, 0.1)), sys.argv[1]); "
+        "assert 'matplotlib.pyplot' not in sys.modules"
+    )
     env = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "MPLBACKEND")}
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "p.png")], check=True, env=env)
     assert (tmp_path / "p.png").is_file()

@@ -51,13 +51,16 @@ class ServeProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
         command = ["-m", "digitnet", "serve", str(model), "--port", "0", *options]
         if fd_limit:  # set inside the server process (not with preexec_fn, unsafe with threads)
-            limited = ("import resource, runpy, sys; "
-                       f"resource.setrlimit(resource.RLIMIT_NOFILE, ({fd_limit}, {fd_limit})); "
-                       f"sys.argv = ['digitnet', *{command[2:]!r}]; "
-                       "runpy.run_module('digitnet', run_name='__main__')")
+            limited = (
+                "import resource, runpy, sys; "
+                f"resource.setrlimit(resource.RLIMIT_NOFILE, ({fd_limit}, {fd_limit})); "
+                f"sys.argv = ['digitnet', *{command[2:]!r}]; "
+                "runpy.run_module('digitnet', run_name='__main__')"
+            )
             command = ["-c", limited]
-        self.process = subprocess.Popen([sys.executable, *command], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(
+            [sys.executable, *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+        )
         self.output = bytearray()
         first_line = threading.Event()
         threading.Thread(target=self._drain, args=(first_line,), daemon=True).start()
@@ -102,7 +105,9 @@ def request(method: str, path: str, host: str | None = "127.0.0.1", headers: str
     return f"{method} {path} HTTP/1.1\r\n{host_line}{headers}\r\n".encode() + body
 
 
-def exchange(port: int, data: bytes, wait: float = 5.0, dripped: bytes = b"", drip: float = 0.05) -> tuple[float, bytes]:
+def exchange(
+    port: int, data: bytes, wait: float = 5.0, dripped: bytes = b"", drip: float = 0.05
+) -> tuple[float, bytes]:
     """Send ``data``, then ``dripped`` a byte every ``drip`` seconds; read until the server closes.
 
     Returns
@@ -167,14 +172,24 @@ def model_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(model_path):
     """One server with one-second timeouts, shared by the tests of single connections."""
-    process = ServeProcess(model_path, "--header-timeout", str(TIMEOUT_S), "--body-timeout", str(TIMEOUT_S),
-                           "--keep-alive-timeout", str(TIMEOUT_S), "--allow-host", "digits.example")
+    process = ServeProcess(
+        model_path,
+        "--header-timeout",
+        str(TIMEOUT_S),
+        "--body-timeout",
+        str(TIMEOUT_S),
+        "--keep-alive-timeout",
+        str(TIMEOUT_S),
+        "--allow-host",
+        "digits.example",
+    )
     yield process
     log = process.stop()
     assert "Traceback" not in log, log
 
 
 # -- idle and slow clients ------------------------------------------------------------------------
+
 
 def test_a_connection_that_never_sends_anything_is_closed_after_the_header_timeout(server):
     seconds, answer = exchange(server.port, b"", wait=TIMEOUT_S + 4)
@@ -197,8 +212,12 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off_with_408(server):
 
 
 def test_a_body_cut_short_is_answered_408_after_the_body_timeout(server):
-    truncated = request("POST", "/api/predict", headers="Content-Type: application/json\r\n"
-                        "Content-Length: 1000\r\n", body=b'{"pixels": [[0, 1')
+    truncated = request(
+        "POST",
+        "/api/predict",
+        headers="Content-Type: application/json\r\nContent-Length: 1000\r\n",
+        body=b'{"pixels": [[0, 1',
+    )
     seconds, answer = exchange(server.port, truncated, wait=TIMEOUT_S + 4)
     headers = assert_json_error(answer, 408, "body", "did not arrive")
     assert headers["connection"] == "close"
@@ -207,8 +226,7 @@ def test_a_body_cut_short_is_answered_408_after_the_body_timeout(server):
 
 def test_a_body_sent_a_byte_at_a_time_is_cut_off_too(server):
     body = json.dumps({"pixels": [[0.0, 1.0, 0.0]] * 20}).encode()
-    head = request("POST", "/api/predict", headers="Content-Type: application/json\r\n"
-                   f"Content-Length: {len(body)}\r\n")
+    head = request("POST", "/api/predict", headers=f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n")
     seconds, answer = exchange(server.port, head, wait=TIMEOUT_S + 6, dripped=body, drip=0.01)
     assert_json_error(answer, 408, "body")
     assert seconds < TIMEOUT_S + 3
@@ -216,8 +234,9 @@ def test_a_body_sent_a_byte_at_a_time_is_cut_off_too(server):
 
 def test_a_request_answered_before_its_body_gets_no_second_answer_when_the_body_stalls(server):
     # 415 needs no body, so the app answers at once; the body timeout then only closes.
-    stalled = request("POST", "/api/predict", headers="Content-Type: text/plain\r\nContent-Length: 1000\r\n",
-                      body=b"some")
+    stalled = request(
+        "POST", "/api/predict", headers="Content-Type: text/plain\r\nContent-Length: 1000\r\n", body=b"some"
+    )
     seconds, answer = exchange(server.port, stalled, wait=TIMEOUT_S + 4)
     assert_json_error(answer, 415, "Content-Type")
     assert answer.count(b"HTTP/1.1 ") == 1, answer
@@ -226,20 +245,29 @@ def test_a_request_answered_before_its_body_gets_no_second_answer_when_the_body_
 
 # -- malformed requests ---------------------------------------------------------------------------
 
+
 def test_content_length_with_transfer_encoding_is_answered_400_at_once(server):
     # h11 alone follows the chunked framing, finds no chunk in "hello" and waits for ever.
-    smuggled = request("POST", "/api/predict", headers="Content-Type: application/json\r\nContent-Length: 5\r\n"
-                       "Transfer-Encoding: chunked\r\n", body=b"hello")
+    smuggled = request(
+        "POST",
+        "/api/predict",
+        headers="Content-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        body=b"hello",
+    )
     seconds, answer = exchange(server.port, smuggled)
     headers = assert_json_error(answer, 400, "Content-Length", "Transfer-Encoding")
     assert headers["connection"] == "close" and seconds < 1.0
 
 
-@pytest.mark.parametrize("data, words", [
-    (b"GARBAGE\r\n\r\n", ["not valid HTTP"]),
-    (b"GET /healthz HTTP/1.1\r\n\r\n", ["Host"]),  # HTTP/1.1 requires a Host header
-    (request("POST", "/api/predict", headers="Content-Length: -1\r\n"), ["Content-Length"]),
-], ids=["not-http", "no-host", "negative-length"])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (b"GARBAGE\r\n\r\n", ["not valid HTTP"]),
+        (b"GET /healthz HTTP/1.1\r\n\r\n", ["Host"]),  # HTTP/1.1 requires a Host header
+        (request("POST", "/api/predict", headers="Content-Length: -1\r\n"), ["Content-Length"]),
+    ],
+    ids=["not-http", "no-host", "negative-length"],
+)
 def test_malformed_requests_get_a_json_400_and_the_connection_closes(server, data, words):
     seconds, answer = exchange(server.port, data)
     assert_json_error(answer, 400, *words)
@@ -248,22 +276,45 @@ def test_malformed_requests_get_a_json_400_and_the_connection_closes(server, dat
 
 # -- Host check and HEAD --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "localhost:{port}", "127.0.0.1:{port}",
-                                  "[::1]:{port}", "LOCALHOST:{port}", "digits.example:{port}"])
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+        "localhost:{port}",
+        "127.0.0.1:{port}",
+        "[::1]:{port}",
+        "LOCALHOST:{port}",
+        "digits.example:{port}",
+    ],
+)
 def test_the_loopback_names_and_allowed_hosts_are_answered(server, host):
-    _, answer = exchange(server.port, request("GET", "/healthz", host=host.format(port=server.port),
-                                              headers="Connection: close\r\n"))
+    _, answer = exchange(
+        server.port, request("GET", "/healthz", host=host.format(port=server.port), headers="Connection: close\r\n")
+    )
     assert parse(answer)[0] == 200, answer
 
 
-@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:{port}", "127.0.0.1.attacker.example",
-                                  "localhost.attacker.example:{port}", "10.0.0.8:{port}"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "attacker.example",
+        "attacker.example:{port}",
+        "127.0.0.1.attacker.example",
+        "localhost.attacker.example:{port}",
+        "10.0.0.8:{port}",
+    ],
+)
 def test_a_dns_rebinding_host_is_refused_with_421(server, host):
-    _, answer = exchange(server.port, request("GET", "/api/model", host=host.format(port=server.port),
-                                              headers="Connection: close\r\n"))
+    _, answer = exchange(
+        server.port, request("GET", "/api/model", host=host.format(port=server.port), headers="Connection: close\r\n")
+    )
     assert_json_error(answer, 421, "--allow-host")
-    _, page = exchange(server.port, request("GET", "/", host=host.format(port=server.port),
-                                            headers="Connection: close\r\n"))
+    _, page = exchange(
+        server.port, request("GET", "/", host=host.format(port=server.port), headers="Connection: close\r\n")
+    )
     assert parse(page)[0] == 421  # the page too: a rebinding page could read it like the API
 
 
@@ -287,6 +338,7 @@ def test_head_is_not_allowed_where_get_is_not(server):
 
 # -- the connection limit ------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def two_connection_server(model_path):
     process = ServeProcess(model_path, "--max-connections", "2", "--body-timeout", "5")
@@ -296,7 +348,10 @@ def two_connection_server(model_path):
 
 def test_at_the_connection_limit_the_longest_idle_connection_makes_room(two_connection_server):
     port = two_connection_server.port
-    with socket.create_connection(("127.0.0.1", port)) as oldest, socket.create_connection(("127.0.0.1", port)) as newer:
+    with (
+        socket.create_connection(("127.0.0.1", port)) as oldest,
+        socket.create_connection(("127.0.0.1", port)) as newer,
+    ):
         time.sleep(0.3)  # both accepted, both waiting for a request
         _, answer = exchange(port, request("GET", "/healthz", headers="Connection: close\r\n"))
         assert parse(answer)[0] == 200
@@ -309,9 +364,13 @@ def test_at_the_connection_limit_the_longest_idle_connection_makes_room(two_conn
 
 def test_at_the_connection_limit_with_every_connection_busy_a_new_one_gets_503(two_connection_server):
     port = two_connection_server.port
-    partial = request("POST", "/api/predict", headers="Content-Type: application/json\r\nContent-Length: 100\r\n",
-                      body=b"{")
-    with socket.create_connection(("127.0.0.1", port)) as first, socket.create_connection(("127.0.0.1", port)) as second:
+    partial = request(
+        "POST", "/api/predict", headers="Content-Type: application/json\r\nContent-Length: 100\r\n", body=b"{"
+    )
+    with (
+        socket.create_connection(("127.0.0.1", port)) as first,
+        socket.create_connection(("127.0.0.1", port)) as second,
+    ):
         first.sendall(partial)
         second.sendall(partial)
         time.sleep(0.3)  # both mid-request: neither may be closed to make room
@@ -324,6 +383,7 @@ def test_at_the_connection_limit_with_every_connection_busy_a_new_one_gets_503(t
 
 
 # -- more connections than file descriptors -------------------------------------------------------
+
 
 def open_idle_connections(port: int, count: int) -> list[socket.socket]:
     """``count`` connections that never send a byte (non-blocking connects, so none waits)."""
@@ -385,6 +445,7 @@ def test_more_idle_connections_than_file_descriptors_leave_healthz_answering_and
 
 # -- the pieces, in process -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fd_limit", [256, 1024, 4096, 65536])
 def test_the_connection_budget_leaves_room_for_the_process_and_three_accept_batches(monkeypatch, fd_limit):
     monkeypatch.setattr(web_server, "_fd_limit", lambda: fd_limit)
@@ -423,13 +484,16 @@ def test_floods_of_accept_errors_and_bad_requests_are_logged_once_a_minute():
     assert records[1].getMessage() == "something else"
 
 
-@pytest.mark.parametrize("bind, allowed, refused, ip_literals", [
-    ("127.0.0.1", ["localhost", "127.0.0.1", "[::1]"], [], False),
-    ("::1", ["[::1]", "localhost"], [], False),
-    ("0.0.0.0", ["localhost", "mypc.local"], [], True),
-    ("192.168.1.5", ["192.168.1.5", "localhost"], [], False),
-    ("fe80::1", ["[fe80::1]"], ["fe80::1"], False),
-])
+@pytest.mark.parametrize(
+    "bind, allowed, refused, ip_literals",
+    [
+        ("127.0.0.1", ["localhost", "127.0.0.1", "[::1]"], [], False),
+        ("::1", ["[::1]", "localhost"], [], False),
+        ("0.0.0.0", ["localhost", "mypc.local"], [], True),
+        ("192.168.1.5", ["192.168.1.5", "localhost"], [], False),
+        ("fe80::1", ["[fe80::1]"], ["fe80::1"], False),
+    ],
+)
 def test_the_host_policy_follows_the_bind_address(bind, allowed, refused, ip_literals):
     names, allow_ip_literals = web_server.host_policy(bind, ["mypc.local"])
     assert set(allowed) <= set(names) and not set(refused) & set(names)

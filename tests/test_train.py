@@ -30,8 +30,12 @@ def make_run(digits, seed=0, hidden=(32,)):
 @pytest.fixture(scope="module")
 def mnist_subset(mnist):
     """The first 6,000 real MNIST training images and the first 2,000 test images."""
-    return (mnist.train_images[:6000], mnist.train_labels[:6000].astype(np.int64),
-            mnist.test_images[:2000], mnist.test_labels[:2000])
+    return (
+        mnist.train_images[:6000],
+        mnist.train_labels[:6000].astype(np.int64),
+        mnist.test_images[:2000],
+        mnist.test_labels[:2000],
+    )
 
 
 def test_training_on_a_real_mnist_subset_reaches_90_percent(mnist_subset):
@@ -39,8 +43,7 @@ def test_training_on_a_real_mnist_subset_reaches_90_percent(mnist_subset):
     rng = np.random.default_rng(0)
     network = build_mlp((128,), rng=rng, **dict(zip(("mean", "std"), pixel_statistics(images))))
     x = network.prepare(images)
-    history = train(network, x[:5500], labels[:5500], TrainConfig(epochs=8), rng,
-                    x_val=x[5500:], y_val=labels[5500:])
+    history = train(network, x[:5500], labels[:5500], TrainConfig(epochs=8), rng, x_val=x[5500:], y_val=labels[5500:])
     assert accuracy(test_labels, network.predict(test_images)) >= 0.90
     losses = [record.loss for record in history.epochs]
     assert losses[-1] < losses[0] / 3
@@ -83,14 +86,19 @@ def test_history_records_every_epoch_with_training_time(digits):
         def epoch_done(self, record, epochs):
             events.append(("done", record.epoch))
 
-    history = train(network, x, y, TrainConfig(epochs=3, batch_size=100), rng, x_val=xv, y_val=yv,
-                    reporter=Recorder())
+    history = train(network, x, y, TrainConfig(epochs=3, batch_size=100), rng, x_val=xv, y_val=yv, reporter=Recorder())
     assert [r.epoch for r in history.epochs] == [1, 2, 3]
     assert all(r.seconds > 0 and 0 <= r.train_accuracy <= 1 and 0 <= r.val_accuracy <= 1 for r in history.epochs)
     assert history.train_seconds == pytest.approx(sum(r.seconds for r in history.epochs))
     batches = -(-len(x) // 100)
-    assert events == [("start", 1, batches), ("done", 1), ("start", 2, batches), ("done", 2),
-                      ("start", 3, batches), ("done", 3)]
+    assert events == [
+        ("start", 1, batches),
+        ("done", 1),
+        ("start", 2, batches),
+        ("done", 2),
+        ("start", 3, batches),
+        ("done", 3),
+    ]
     assert set(history.to_list()[0]) >= {"epoch", "seconds", "loss", "train_accuracy", "val_accuracy"}
 
 

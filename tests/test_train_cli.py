@@ -24,17 +24,20 @@ def assert_clean_refusal(result, *phrases):
         assert phrase in result.output, result.output
 
 
-@pytest.mark.parametrize("option, value, phrase", [
-    ("--lr", "nan", "not a finite number"),
-    ("--lr", "inf", "not a finite number"),
-    ("--lr", "0", "not in (0"),
-    ("--weight-decay", "nan", "not a finite number"),
-    ("--label-smoothing", "nan", "not a finite number"),
-    ("--label-smoothing", "1", "not in [0, 1)"),
-    ("--seed", "-1", "not in the range"),
-    ("--hidden", "100000000", "at most 65536 units"),
-    ("--hidden", "12,x", "comma-separated"),
-])
+@pytest.mark.parametrize(
+    "option, value, phrase",
+    [
+        ("--lr", "nan", "not a finite number"),
+        ("--lr", "inf", "not a finite number"),
+        ("--lr", "0", "not in (0"),
+        ("--weight-decay", "nan", "not a finite number"),
+        ("--label-smoothing", "nan", "not a finite number"),
+        ("--label-smoothing", "1", "not in [0, 1)"),
+        ("--seed", "-1", "not in the range"),
+        ("--hidden", "100000000", "at most 65536 units"),
+        ("--hidden", "12,x", "comma-separated"),
+    ],
+)
 def test_impossible_settings_are_refused_by_the_parser(option, value, phrase):
     assert_clean_refusal(train(option, value), option, phrase)
 
@@ -91,8 +94,23 @@ def test_the_reader_recipe_trains_a_cnn_on_pen_and_scanner_distortions(tmp_path)
     from digitnet.nn import Network
 
     out = tmp_path / "reader.npz"
-    result = CliRunner().invoke(main, ["train", "--recipe", "reader", "--dataset", "digits", "--epochs", "1",
-                                       "--val-size", "100", "--out", str(out), "--keep-failed"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--recipe",
+            "reader",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--val-size",
+            "100",
+            "--out",
+            str(out),
+            "--keep-failed",
+        ],
+    )
     assert result.exit_code == 0, result.output
     training = Network.load(out).metadata["training"]
     assert Network.load(out).metadata["model"] == "cnn" and training["augment"] == "reader"
@@ -103,8 +121,23 @@ def test_options_given_with_a_recipe_override_it(tmp_path):
     from digitnet.nn import Network
 
     out = tmp_path / "m.npz"
-    result = CliRunner().invoke(main, ["train", "--recipe", "reader", "--model", "mlp", "--augment", "none",
-                                       *FAST[:-2], "--val-size", "100", "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--recipe",
+            "reader",
+            "--model",
+            "mlp",
+            "--augment",
+            "none",
+            *FAST[:-2],
+            "--val-size",
+            "100",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     metadata = Network.load(out).metadata
     assert metadata["model"] == "mlp" and metadata["training"]["augment"] == "none"

@@ -92,8 +92,7 @@ class Strength:
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"unknown interpolation {self.interpolation!r}; "
-                             f"choose one of {', '.join(INTERPOLATIONS)}")
+            raise ValueError(f"unknown interpolation {self.interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "low_res": list(self.low_res)}
@@ -110,8 +109,18 @@ STRENGTHS: dict[str, Strength] = {
     "medium": Strength(shift=2.5, rotation=12.0, scale=0.12, shear=0.2, elastic=1.0),
     "strong": Strength(shift=3.0, rotation=15.0, scale=0.15, shear=0.3, elastic=1.5),
     # Other writers, pens and scanners: slant, width, stroke weight, coarse scans, blur.
-    "reader": Strength(shift=2.0, rotation=12.0, scale=0.12, shear=0.35, elastic=1.0, stretch=0.35, stroke=0.25,
-                       low_res=(7, 14), low_res_chance=0.4, blur=1.0),
+    "reader": Strength(
+        shift=2.0,
+        rotation=12.0,
+        scale=0.12,
+        shear=0.35,
+        elastic=1.0,
+        stretch=0.35,
+        stroke=0.25,
+        low_res=(7, 14),
+        low_res_chance=0.4,
+        blur=1.0,
+    ),
 }
 
 #: Padding of background around each image before sampling. Two pixels make the clamped sample
@@ -215,8 +224,9 @@ class Augmenter:
         shear = rng.uniform(-s.shear, s.shear, n)
         shift = rng.uniform(-s.shift, s.shift, (n, 2))
         cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
-        matrices = np.stack([np.stack([cos, cos * shear - sin], axis=-1),
-                             np.stack([sin, sin * shear + cos], axis=-1)], axis=1)
+        matrices = np.stack(
+            [np.stack([cos, cos * shear - sin], axis=-1), np.stack([sin, sin * shear + cos], axis=-1)], axis=1
+        )
         if s.stretch:  # read x from a narrower (wider) span: the digit gets wider (narrower)
             matrices[:, :, 0] *= np.exp(-rng.uniform(-s.stretch, s.stretch, n))[:, None]
         return matrices, shift
@@ -269,9 +279,13 @@ class Augmenter:
         key = (size, tuple(sides), s.blur)
         if key not in self._scan_tables:
             blurs = np.linspace(0, s.blur, 4) if s.blur else np.zeros(1)
-            self._scan_tables[key] = np.stack([
-                gaussian_blur_matrix(size, sigma) @ (resample_matrix(size, side) if side else np.eye(size))
-                for side in [0, *sides] for sigma in blurs]).astype(np.float32)
+            self._scan_tables[key] = np.stack(
+                [
+                    gaussian_blur_matrix(size, sigma) @ (resample_matrix(size, side) if side else np.eye(size))
+                    for side in [0, *sides]
+                    for sigma in blurs
+                ]
+            ).astype(np.float32)
         table = self._scan_tables[key]
         per_side = len(table) // (len(sides) + 1)
         low = rng.random(n) < s.low_res_chance
@@ -282,12 +296,14 @@ class Augmenter:
         """Rows ``x``, ``y`` (relative to the image centre) and ``1`` of every output pixel, (3, H*W)."""
         if (height, width) not in self._grids:
             y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-            self._grids[height, width] = np.stack([x.ravel() - (width - 1) / 2, y.ravel() - (height - 1) / 2,
-                                                   np.ones(height * width, dtype=np.float32)])
+            self._grids[height, width] = np.stack(
+                [x.ravel() - (width - 1) / 2, y.ravel() - (height - 1) / 2, np.ones(height * width, dtype=np.float32)]
+            )
         return self._grids[height, width]
 
-    def transform(self, batch: np.ndarray, matrices: np.ndarray, shifts: np.ndarray,
-                  displacement: np.ndarray | None = None) -> np.ndarray:
+    def transform(
+        self, batch: np.ndarray, matrices: np.ndarray, shifts: np.ndarray, displacement: np.ndarray | None = None
+    ) -> np.ndarray:
         """Resample every image of ``batch`` with its own affine map and optional displacement.
 
         Parameters
@@ -312,13 +328,24 @@ class Augmenter:
         channels = images.shape[0] // n
         dtype = batch.dtype if batch.dtype.kind == "f" else np.dtype(np.float32)
         padded_h, padded_w = height + 2 * _PAD, width + 2 * _PAD
-        if len(images) * padded_h * padded_w >= 2 ** 24:  # beyond float32's exact integers: split
+        if len(images) * padded_h * padded_w >= 2**24:  # beyond float32's exact integers: split
             half = n // 2
-            return np.concatenate([
-                self.transform(batch[:half], matrices[:half], shifts[:half],
-                               None if displacement is None else displacement[:half]),
-                self.transform(batch[half:], matrices[half:], shifts[half:],
-                               None if displacement is None else displacement[half:])])
+            return np.concatenate(
+                [
+                    self.transform(
+                        batch[:half],
+                        matrices[:half],
+                        shifts[:half],
+                        None if displacement is None else displacement[:half],
+                    ),
+                    self.transform(
+                        batch[half:],
+                        matrices[half:],
+                        shifts[half:],
+                        None if displacement is None else displacement[half:],
+                    ),
+                ]
+            )
 
         work = self._workspace(len(images), height, width, dtype)
 
@@ -327,12 +354,10 @@ class Augmenter:
         # move by half a pixel, so that truncating them below gives the nearest pixel.
         affine = np.empty((n, 2, 3), dtype=np.float32)
         affine[:, :, :2] = matrices
-        affine[:, :, 2] = (shifts + np.array([(width - 1) / 2 + _PAD, (height - 1) / 2 + _PAD])
-                           + work.sampler.half_pixel)
+        affine[:, :, 2] = shifts + np.array([(width - 1) / 2 + _PAD, (height - 1) / 2 + _PAD]) + work.sampler.half_pixel
         source = work.source
         if channels == 1:
-            np.matmul(affine.reshape(2 * n, 3), self._homogeneous_grid(height, width),
-                      out=source.reshape(2 * n, -1))
+            np.matmul(affine.reshape(2 * n, 3), self._homogeneous_grid(height, width), out=source.reshape(2 * n, -1))
             if displacement is not None:
                 source += displacement.reshape(n, 2, -1)
         else:
@@ -349,7 +374,7 @@ class Augmenter:
             np.clip(source[:, 1], 0, padded_h - 1.001, out=source[:, 1])
 
         padded = work.padded  # its border was filled with the background once
-        padded[:, _PAD:_PAD + height, _PAD:_PAD + width] = images
+        padded[:, _PAD : _PAD + height, _PAD : _PAD + width] = images
         return work.sampler(padded.reshape(-1), source, padded_w).reshape(shape)
 
     def _workspace(self, images: int, height: int, width: int, dtype: np.dtype) -> _Workspace:
@@ -372,7 +397,8 @@ class Augmenter:
             self._workspaces[key] = _Workspace(
                 source=np.empty((images, 2, pixels), dtype=np.float32),
                 padded=np.full((images, padded_h, padded_w), self.background, dtype=dtype),
-                sampler=sampler)
+                sampler=sampler,
+            )
         return self._workspaces[key]
 
 

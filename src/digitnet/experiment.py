@@ -91,9 +91,17 @@ class ExperimentConfig:
         return resolve_recipe(self.model, self.augment_strength, **self.recipe)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "model": self.model, "hidden": list(self.hidden),
-                "augment": self.augment_strength or "none", "seed": self.seed, "val_size": self.val_size,
-                "dtype": self.dtype, "threads": self.threads, "recipe": dict(self.recipe)}
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "hidden": list(self.hidden),
+            "augment": self.augment_strength or "none",
+            "seed": self.seed,
+            "val_size": self.val_size,
+            "dtype": self.dtype,
+            "threads": self.threads,
+            "recipe": dict(self.recipe),
+        }
 
 
 @dataclass
@@ -141,8 +149,7 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def run(config: ExperimentConfig, data: Dataset | None = None, *, reporter: Reporter | None = None
-        ) -> ExperimentResult:
+def run(config: ExperimentConfig, data: Dataset | None = None, *, reporter: Reporter | None = None) -> ExperimentResult:
     """Train the network ``config`` describes and return it with its history.
 
     Parameters
@@ -171,20 +178,36 @@ def run(config: ExperimentConfig, data: Dataset | None = None, *, reporter: Repo
     # Empty (black) pixels in the network's normalised units, for the area shifted into view.
     augmenter = make_augmenter(config.augment_strength, background=(0 - network.mean) / network.std)
     with threadpool_limits(limits=config.threads or cpu_count()):
-        history = train(network, split.x_train, split.y_train, train_config, rng, x_val=split.x_val,
-                        y_val=split.y_val, reporter=reporter, augment=augmenter)
-    network.metadata.update({
-        "dataset": data.name,
-        "model": config.model,
-        "training": {**train_config.to_dict(), "hidden": list(config.hidden),
-                     "augment": config.augment_strength or "none",
-                     # the distortions themselves, interpolation included: names may be retuned
-                     "augment_strength": augmenter.strength.to_dict() if augmenter else None,
-                     "seed": config.seed, "val_size": len(val_index), "train_size": len(train_index),
-                     "dtype": config.dtype},
-        "metrics": {"train_seconds": history.train_seconds},
-        "history": history.to_list(),
-    })
+        history = train(
+            network,
+            split.x_train,
+            split.y_train,
+            train_config,
+            rng,
+            x_val=split.x_val,
+            y_val=split.y_val,
+            reporter=reporter,
+            augment=augmenter,
+        )
+    network.metadata.update(
+        {
+            "dataset": data.name,
+            "model": config.model,
+            "training": {
+                **train_config.to_dict(),
+                "hidden": list(config.hidden),
+                "augment": config.augment_strength or "none",
+                # the distortions themselves, interpolation included: names may be retuned
+                "augment_strength": augmenter.strength.to_dict() if augmenter else None,
+                "seed": config.seed,
+                "val_size": len(val_index),
+                "train_size": len(train_index),
+                "dtype": config.dtype,
+            },
+            "metrics": {"train_seconds": history.train_seconds},
+            "history": history.to_list(),
+        }
+    )
     return ExperimentResult(config, train_config, network, history, data)
 
 
@@ -196,19 +219,29 @@ def validation_size(config: ExperimentConfig, data: Dataset) -> int:
     return size
 
 
-def build_for(config: ExperimentConfig, data: Dataset, train_index: np.ndarray, rng: np.random.Generator
-              ) -> Network:
+def build_for(config: ExperimentConfig, data: Dataset, train_index: np.ndarray, rng: np.random.Generator) -> Network:
     """The untrained network, its input normalisation measured on the training part only."""
     mean, std = pixel_statistics(data.train_images[train_index])
-    return build_network(config.model, hidden=config.hidden, input_shape=(1, *data.image_shape),
-                         num_classes=data.num_classes, rng=rng, dtype=np.dtype(config.dtype), mean=mean,
-                         std=std, class_names=data.class_names)
+    return build_network(
+        config.model,
+        hidden=config.hidden,
+        input_shape=(1, *data.image_shape),
+        num_classes=data.num_classes,
+        rng=rng,
+        dtype=np.dtype(config.dtype),
+        mean=mean,
+        std=std,
+        class_names=data.class_names,
+    )
 
 
 def prepare_split(network: Network, data: Dataset, train_index: np.ndarray, val_index: np.ndarray) -> Split:
     """Normalised float copies of each part; indexing the uint8 images first means no float copy
     of the whole training set is ever made."""
     labels = data.train_labels.astype(np.int64)
-    return Split(network.prepare(data.train_images[train_index]), labels[train_index],
-                 network.prepare(data.train_images[val_index]), labels[val_index])
-
+    return Split(
+        network.prepare(data.train_images[train_index]),
+        labels[train_index],
+        network.prepare(data.train_images[val_index]),
+        labels[val_index],
+    )

@@ -82,7 +82,7 @@ def accuracy_of(network: Network, x: np.ndarray, labels: np.ndarray, batch_size:
     """Fraction of correctly classified examples, for already-prepared inputs ``x``."""
     correct = 0
     for i in range(0, len(x), batch_size):
-        correct += int((network.forward(x[i:i + batch_size]).argmax(axis=1) == labels[i:i + batch_size]).sum())
+        correct += int((network.forward(x[i : i + batch_size]).argmax(axis=1) == labels[i : i + batch_size]).sum())
     return correct / max(1, len(x))
 
 
@@ -93,7 +93,7 @@ def pixel_statistics(images: np.ndarray, chunk: int = 4096) -> tuple[float, floa
     """
     total = total_sq = 0.0
     for start in range(0, len(images), chunk):
-        block = images[start:start + chunk].astype(np.float64) / 255
+        block = images[start : start + chunk].astype(np.float64) / 255
         total += float(block.sum())
         total_sq += float(np.square(block).sum())
     count = images.size
@@ -109,10 +109,18 @@ def split_validation(n: int, val_size: int, rng: np.random.Generator) -> tuple[n
     return np.sort(order[val_size:]), np.sort(order[:val_size])
 
 
-def train(network: Network, x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig,
-          rng: np.random.Generator, *, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-          reporter: Reporter | None = None,
-          augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None) -> History:
+def train(
+    network: Network,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    *,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    reporter: Reporter | None = None,
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+) -> History:
     """Train ``network`` in place with mini-batch gradient descent.
 
     Parameters
@@ -157,9 +165,9 @@ def train(network: Network, x_train: np.ndarray, y_train: np.ndarray, config: Tr
         started = time.perf_counter()
         loss_sum, correct = 0.0, 0
         for batch in range(batches_per_epoch):
-            index = order[batch * config.batch_size:(batch + 1) * config.batch_size]
+            index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
             # mode="clip" skips np.take's bounds-checked copy (the indices are a permutation).
-            x = np.take(x_train, index, axis=0, out=batch_buffer[:len(index)], mode="clip")
+            x = np.take(x_train, index, axis=0, out=batch_buffer[: len(index)], mode="clip")
             labels = y_train[index]
             if augment is not None:
                 x = augment(x, rng)
@@ -169,7 +177,8 @@ def train(network: Network, x_train: np.ndarray, y_train: np.ndarray, config: Tr
                 raise TrainingDiverged(
                     f"Training diverged at epoch {epoch}, batch {batch + 1}: the loss became {loss}. "
                     f"Lower the learning rate (now {config.lr:g}, e.g. try {config.lr / 10:g}); "
-                    f"the weights of the last good epoch ({epoch - 1}) were kept.")
+                    f"the weights of the last good epoch ({epoch - 1}) were kept."
+                )
             loss_sum += loss * len(index)
             correct += batch_correct
             reporter.batch_done(batch + 1, loss)
@@ -199,11 +208,16 @@ class _Step:
         self.network = network
         self.loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
         pairs = [(value, grad) for _, value, grad in network.parameters()]
-        self.optimizer = make_optimizer(config.optimizer, pairs, config.lr, momentum=config.momentum,
-                                        weight_decay=config.weight_decay)
-        self.schedule = make_schedule(config.schedule, config.lr, config.epochs * batches_per_epoch,
-                                      steps_per_epoch=batches_per_epoch,
-                                      warmup_steps=round(config.warmup_epochs * batches_per_epoch))
+        self.optimizer = make_optimizer(
+            config.optimizer, pairs, config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        self.schedule = make_schedule(
+            config.schedule,
+            config.lr,
+            config.epochs * batches_per_epoch,
+            steps_per_epoch=batches_per_epoch,
+            warmup_steps=round(config.warmup_epochs * batches_per_epoch),
+        )
         self.count = 0
 
     def __call__(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, int]:

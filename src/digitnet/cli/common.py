@@ -32,21 +32,27 @@ DEFAULT_MODEL = "model.npz"
 
 def dir_options(function):
     """``--data-dir`` and ``--cache-dir``: where dataset files are looked for and kept."""
-    function = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-                            envvar="DIGITNET_CACHE_DIR", show_envvar=True,
-                            help="Where verified dataset files are kept [default: the user cache "
-                                 "directory].")(function)
-    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                        envvar="DIGITNET_DATA_DIR", show_envvar=True,
-                        help="A folder holding the dataset files (plain or .gz), tried before "
-                             "any download.")(function)
+    function = click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="DIGITNET_CACHE_DIR",
+        show_envvar=True,
+        help="Where verified dataset files are kept [default: the user cache directory].",
+    )(function)
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="DIGITNET_DATA_DIR",
+        show_envvar=True,
+        help="A folder holding the dataset files (plain or .gz), tried before any download.",
+    )(function)
 
 
 def openml_option(function):
     """``--openml``: the opt-in OpenML source."""
-    return click.option("--openml", is_flag=True,
-                        help="Also allow downloading MNIST from OpenML via scikit-learn "
-                             "(needs the internet).")(function)
+    return click.option(
+        "--openml", is_flag=True, help="Also allow downloading MNIST from OpenML via scikit-learn (needs the internet)."
+    )(function)
 
 
 def data_options(function):
@@ -58,8 +64,13 @@ def load_dataset_for_cli(name: str, data_dir, cache_dir, openml: bool):
     """Load a dataset, printing where it came from on stderr."""
     from ..data import load_dataset
 
-    return load_dataset(name, data_dir=data_dir, cache_dir=cache_dir, allow_openml=openml,
-                        progress=lambda message: status_console.print(f"[dim]{message}[/dim]"))
+    return load_dataset(
+        name,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        allow_openml=openml,
+        progress=lambda message: status_console.print(f"[dim]{message}[/dim]"),
+    )
 
 
 def load_model(path: str | os.PathLike) -> Network:
@@ -72,8 +83,9 @@ class FiniteFloat(click.ParamType):
 
     name = "float"
 
-    def __init__(self, low: float = float("-inf"), high: float = float("inf"), *, low_open: bool = False,
-                 high_open: bool = False) -> None:
+    def __init__(
+        self, low: float = float("-inf"), high: float = float("inf"), *, low_open: bool = False, high_open: bool = False
+    ) -> None:
         self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
 
     def convert(self, value, param, ctx) -> float:
@@ -86,8 +98,12 @@ class FiniteFloat(click.ParamType):
         too_low = number <= self.low if self.low_open else number < self.low
         too_high = number >= self.high if self.high_open else number > self.high
         if too_low or too_high:
-            self.fail(f"{number:g} is not in {'(' if self.low_open else '['}{self.low:g}, "
-                      f"{self.high:g}{')' if self.high_open else ']'}", param, ctx)
+            self.fail(
+                f"{number:g} is not in {'(' if self.low_open else '['}{self.low:g}, "
+                f"{self.high:g}{')' if self.high_open else ']'}",
+                param,
+                ctx,
+            )
         return number
 
 
@@ -96,8 +112,9 @@ def check_writable_file(path: Path, option: str) -> None:
     if not str(path) or path.name == "":
         raise click.BadParameter("needs a file name", param_hint=option)
     if path.is_dir():
-        raise click.BadParameter(f"{path} is a folder; give a file name such as {path / 'model.npz'}",
-                                 param_hint=option)
+        raise click.BadParameter(
+            f"{path} is a folder; give a file name such as {path / 'model.npz'}", param_hint=option
+        )
     check_writable_folder(path.parent if str(path.parent) else Path("."), option, create=False)
 
 

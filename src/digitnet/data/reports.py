@@ -35,7 +35,13 @@ class FetchedFile:
 
     def to_dict(self) -> dict[str, Any]:
         """Keys ``name``, ``path``, ``bytes``, ``sha256``, ``source``."""
-        return {"name": self.name, "path": str(self.path), "bytes": self.size, "sha256": self.sha256, "source": self.source}
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "bytes": self.size,
+            "sha256": self.sha256,
+            "source": self.source,
+        }
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,8 @@ class VerifiedFile:
     expected_sha256: str
 
     def to_dict(self) -> dict[str, Any]:
-        """Keys ``name``, ``path``, ``status``, ``problem``, ``bytes``, ``expected_bytes``, ``sha256``, ``expected_sha256``."""
+        """Keys ``name``, ``path``, ``status``, ``problem``, ``bytes``, ``expected_bytes``, ``sha256``,
+        ``expected_sha256``."""
         return {
             "name": self.name,
             "path": str(self.path),
@@ -205,7 +212,8 @@ class DatasetInfo:
     sources: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        """Keys ``dataset``, ``title``, ``class_names``, ``image_shape``, ``splits``, ``cache_dir``, ``files``, ``sources``."""
+        """Keys ``dataset``, ``title``, ``class_names``, ``image_shape``, ``splits``, ``cache_dir``,
+        ``files``, ``sources``."""
         return {
             "dataset": self.dataset,
             "title": self.title,

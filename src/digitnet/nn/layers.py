@@ -88,8 +88,9 @@ class Dense(Layer):
         dL/dW = x.T @ g        dL/db = sum of g over the batch        dL/dx = g @ W.T
     """
 
-    def __init__(self, in_features: int, out_features: int, *, rng: np.random.Generator | None = None,
-                 dtype=np.float32) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, *, rng: np.random.Generator | None = None, dtype=np.float32
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         if rng is None:  # shapes only; the weights are about to be loaded from a file

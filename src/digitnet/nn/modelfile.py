@@ -134,8 +134,9 @@ _ARRAY_MEMBER = re.compile(r"layer(\d{1,4})\.([A-Za-z_]{1,32})\.npy")
 _ZIP_MAGIC = b"PK"
 _END_OF_DIRECTORY = b"PK\x05\x06"
 _END_RECORD = struct.Struct("<4s4H2LH")
-_RESERVED_KEYS = frozenset({"format", "format_version", "layers", "input_shape", "normalisation",
-                            "class_names", "dtype", "digitnet_version"})
+_RESERVED_KEYS = frozenset(
+    {"format", "format_version", "layers", "input_shape", "normalisation", "class_names", "dtype", "digitnet_version"}
+)
 
 
 class _Refusal(Exception):
@@ -159,11 +160,13 @@ def _refusal_message(source: str, refusal: _Refusal) -> str:
         return f"{source}: {refusal.problem}."
     if refusal.kind == "foreign":
         return f"{source}: not a digitnet model ({refusal.problem}); train one with `digitnet train`."
-    return (f"{source}: {refusal.problem}; the file is not a valid digitnet model, "
-            "train a new one with `digitnet train`.")
+    return (
+        f"{source}: {refusal.problem}; the file is not a valid digitnet model, train a new one with `digitnet train`."
+    )
 
 
 # -- the metadata schema ----------------------------------------------------------------------
+
 
 def _whole(low: int, high: int, **kwargs: Any) -> Any:
     return Field(ge=low, le=high, description=f"must be a whole number from {low} to {high}", **kwargs)
@@ -215,11 +218,14 @@ class DenseSchema(_LayerSchema):
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(shape) != 1:
-            raise _LayerMismatch(None, f"(Dense) needs flat input but the layers before it give shape "
-                                       f"{shape} (is a Flatten layer missing?)")
+            raise _LayerMismatch(
+                None,
+                f"(Dense) needs flat input but the layers before it give shape {shape} (is a Flatten layer missing?)",
+            )
         if shape[0] != self.in_features:
-            raise _LayerMismatch("in_features", f"is {self.in_features} but the layers before it give "
-                                                f"{shape[0]} values")
+            raise _LayerMismatch(
+                "in_features", f"is {self.in_features} but the layers before it give {shape[0]} values"
+            )
         return (self.out_features,)
 
 
@@ -228,8 +234,8 @@ class Conv2DSchema(_LayerSchema):
     in_channels: int = _whole(1, MAX_CHANNELS)
     out_channels: int = _whole(1, MAX_CHANNELS)
     kernel_size: list[Annotated[int, Field(ge=1, le=MAX_KERNEL)]] = Field(
-        min_length=2, max_length=2,
-        description=f"must be two whole numbers (height, width) from 1 to {MAX_KERNEL}")
+        min_length=2, max_length=2, description=f"must be two whole numbers (height, width) from 1 to {MAX_KERNEL}"
+    )
     padding: Any = Field(description=f'must be "same", "valid" or a whole number from 0 to {MAX_KERNEL}')
 
     @field_validator("padding")
@@ -248,8 +254,9 @@ class Conv2DSchema(_LayerSchema):
         if len(shape) != 3:
             raise _LayerMismatch(None, f"(Conv2D) needs images (channels, height, width) but gets {_values(shape)}")
         if shape[0] != self.in_channels:
-            raise _LayerMismatch("in_channels", f"is {self.in_channels} but the layers before it give "
-                                                f"{shape[0]} channels")
+            raise _LayerMismatch(
+                "in_channels", f"is {self.in_channels} but the layers before it give {shape[0]} channels"
+            )
         kh, kw = self.kernel_size
         if self.padding == "same":  # as Conv2D pads: the output keeps the input's size
             out_h, out_w = shape[1], shape[2]
@@ -260,21 +267,22 @@ class Conv2DSchema(_LayerSchema):
             raise _LayerMismatch("kernel_size", f"{kh}x{kw} does not fit its {shape[1]}x{shape[2]} input")
         columns = self.in_channels * kh * kw * out_h * out_w
         if columns > MAX_CONV_COLUMNS:
-            raise _LayerMismatch(None, f"(Conv2D) would need {columns} im2col values per image "
-                                       f"(at most {MAX_CONV_COLUMNS})")
+            raise _LayerMismatch(
+                None, f"(Conv2D) would need {columns} im2col values per image (at most {MAX_CONV_COLUMNS})"
+            )
         return (self.out_channels, out_h, out_w)
 
 
 class MaxPool2DSchema(_LayerSchema):
     type: Literal["MaxPool2D"]
     pool_size: int = _whole(1, MAX_POOL)
-    stride: int | None = Field(None, ge=1, le=MAX_POOL,
-                               description=f"must be a whole number from 1 to {MAX_POOL} or null")
+    stride: int | None = Field(
+        None, ge=1, le=MAX_POOL, description=f"must be a whole number from 1 to {MAX_POOL} or null"
+    )
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(shape) != 3:
-            raise _LayerMismatch(None, f"(MaxPool2D) needs images (channels, height, width) but gets "
-                                       f"{_values(shape)}")
+            raise _LayerMismatch(None, f"(MaxPool2D) needs images (channels, height, width) but gets {_values(shape)}")
         if min(shape[1:]) < self.pool_size:
             raise _LayerMismatch("pool_size", f"{self.pool_size} does not fit its {shape[1]}x{shape[2]} input")
         stride = self.stride or self.pool_size
@@ -299,8 +307,11 @@ class BatchNormSchema(_LayerSchema):
         if len(shape) not in (1, 3):
             raise _LayerMismatch(None, f"(BatchNorm) needs features or images but gets shape {shape}")
         if shape[0] != self.channels:
-            raise _LayerMismatch("channels", f"is {self.channels} but the layers before it give {shape[0]} "
-                                             f"{'values' if len(shape) == 1 else 'channels'}")
+            raise _LayerMismatch(
+                "channels",
+                f"is {self.channels} but the layers before it give {shape[0]} "
+                f"{'values' if len(shape) == 1 else 'channels'}",
+            )
         return shape
 
 
@@ -317,8 +328,16 @@ class FlattenSchema(_LayerSchema):
 
 LAYER_SCHEMAS: dict[str, type[_LayerSchema]] = {
     schema.model_fields["type"].annotation.__args__[0]: schema
-    for schema in (DenseSchema, Conv2DSchema, MaxPool2DSchema, DropoutSchema, BatchNormSchema, ReLUSchema,
-                   FlattenSchema)}
+    for schema in (
+        DenseSchema,
+        Conv2DSchema,
+        MaxPool2DSchema,
+        DropoutSchema,
+        BatchNormSchema,
+        ReLUSchema,
+        FlattenSchema,
+    )
+}
 _AnyLayer = Annotated[Union[tuple(LAYER_SCHEMAS.values())], Field(discriminator="type")]  # noqa: UP007
 
 
@@ -364,32 +383,52 @@ class MetadataSchema(_Schema):
     # Top-level keys outside the format are a caller's free-form facts (Network.metadata).
     model_config = ConfigDict(extra="allow")
     format: Literal["digitnet-model"] = Field(description=f'must be "{FORMAT_NAME}"')
-    format_version: int = Field(FORMAT_VERSION, ge=1, le=FORMAT_VERSION,
-                                description=f"must be a whole number (this digitnet reads version {FORMAT_VERSION})")
-    layers: list[_AnyLayer] = Field(min_length=1, max_length=MAX_LAYERS, description=(
-        f"must be a list of 1 to {MAX_LAYERS} layer objects, each with a known type"))
+    format_version: int = Field(
+        FORMAT_VERSION,
+        ge=1,
+        le=FORMAT_VERSION,
+        description=f"must be a whole number (this digitnet reads version {FORMAT_VERSION})",
+    )
+    layers: list[_AnyLayer] = Field(
+        min_length=1,
+        max_length=MAX_LAYERS,
+        description=(f"must be a list of 1 to {MAX_LAYERS} layer objects, each with a known type"),
+    )
     input_shape: list[Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]] = Field(
-        min_length=3, max_length=3,
-        description=f"must be three whole numbers (channels, height, width) from 1 to {MAX_IMAGE_SIDE}")
+        min_length=3,
+        max_length=3,
+        description=f"must be three whole numbers (channels, height, width) from 1 to {MAX_IMAGE_SIDE}",
+    )
     normalisation: NormalisationSchema = Field(description="must be an object with a mean and a std")
     class_names: list[Annotated[str, Field(max_length=MAX_NAME_LENGTH)]] = Field(
-        min_length=1, max_length=MAX_FEATURES,
-        description=f"must be a list of names (strings of at most {MAX_NAME_LENGTH} characters), one per output")
+        min_length=1,
+        max_length=MAX_FEATURES,
+        description=f"must be a list of names (strings of at most {MAX_NAME_LENGTH} characters), one per output",
+    )
     dtype: Literal["float32", "float64"] = Field("float32", description='must be "float32" or "float64"')
     digitnet_version: _Text | None = Field(None, description="must be a short string or null")
     dataset: _Text | None = Field(None, description="must be a short string or null")
     model: _Text | None = Field(None, description="must be a short string or null")
     training: TrainingSchema | None = Field(None, description="must be an object (the training settings) or null")
     metrics: MetricsSchema | None = Field(None, description="must be an object (measurements) or null")
-    history: list[EpochSchema] | None = Field(None, max_length=MAX_HISTORY, description=(
-        f"must be a list of at most {MAX_HISTORY} epoch records (objects with an epoch number) or null"))
+    history: list[EpochSchema] | None = Field(
+        None,
+        max_length=MAX_HISTORY,
+        description=(f"must be a list of at most {MAX_HISTORY} epoch records (objects with an epoch number) or null"),
+    )
 
 
 def _collect_rules() -> dict[str, str]:
     """Field name -> the rule its description states, over every schema class."""
     rules: dict[str, str] = {}
-    for schema in (MetadataSchema, NormalisationSchema, TrainingSchema, MetricsSchema, EpochSchema,
-                   *LAYER_SCHEMAS.values()):
+    for schema in (
+        MetadataSchema,
+        NormalisationSchema,
+        TrainingSchema,
+        MetricsSchema,
+        EpochSchema,
+        *LAYER_SCHEMAS.values(),
+    ):
         for name, field in schema.model_fields.items():
             if field.description:
                 rules.setdefault(name, field.description)
@@ -401,6 +440,7 @@ FIELD_RULES = _collect_rules()
 
 
 # -- checking the metadata --------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Layout:
@@ -456,8 +496,9 @@ def _check_envelope(metadata: Any) -> dict[str, Any]:
         raise _Refusal(f'its metadata has no "format": "{FORMAT_NAME}" marker', kind="foreign")
     version = metadata.get("format_version")
     if type(version) is int and version > FORMAT_VERSION:
-        raise _Refusal(f"written by a newer digitnet (format version {version}); upgrade digitnet to read it",
-                       kind="plain")
+        raise _Refusal(
+            f"written by a newer digitnet (format version {version}); upgrade digitnet to read it", kind="plain"
+        )
     return metadata
 
 
@@ -483,8 +524,7 @@ def _schema_problem(error: ValidationError) -> str:
     loc, kind, path = first["loc"], first["type"], _field_path(first["loc"])
     if kind == "union_tag_invalid":
         tag = first["input"].get("type") if isinstance(first["input"], dict) else None
-        return (f"metadata field {path}.type is {_short(tag)}, an unknown layer type "
-                f"(known: {', '.join(LAYER_SCHEMAS)})")
+        return f"metadata field {path}.type is {_short(tag)}, an unknown layer type (known: {', '.join(LAYER_SCHEMAS)})"
     if kind == "missing":
         return f"metadata field {path} is missing"
     if kind == "extra_forbidden":
@@ -523,8 +563,9 @@ def _check_layout(metadata: dict[str, Any]) -> _Layout:
         raise _Refusal(_schema_problem(error)) from None
     shape = tuple(schema.input_shape)
     if math.prod(shape) > MAX_ACTIVATION:
-        raise _Refusal(f"metadata field input_shape describes images of {math.prod(shape)} values "
-                       f"(at most {MAX_ACTIVATION})")
+        raise _Refusal(
+            f"metadata field input_shape describes images of {math.prod(shape)} values (at most {MAX_ACTIVATION})"
+        )
     arrays: dict[str, tuple[int, ...]] = {}
     for i, layer in enumerate(schema.layers):
         try:
@@ -533,18 +574,22 @@ def _check_layout(metadata: dict[str, Any]) -> _Layout:
             field = f".{mismatch.field}" if mismatch.field else ""
             raise _Refusal(f"metadata field layers[{i}]{field} {mismatch.problem}") from None
         if math.prod(shape) > MAX_ACTIVATION:
-            raise _Refusal(f"metadata field layers[{i}] ({layer.type}) gives {math.prod(shape)} values per "
-                           f"image (at most {MAX_ACTIVATION})")
+            raise _Refusal(
+                f"metadata field layers[{i}] ({layer.type}) gives {math.prod(shape)} values per "
+                f"image (at most {MAX_ACTIVATION})"
+            )
         arrays.update({f"layer{i}.{name}": size for name, size in layer.arrays().items()})
     if len(shape) != 1:
         raise _Refusal(f"metadata field layers ends with shape {shape}, not one score per class")
     if len(schema.class_names) != shape[0]:
-        raise _Refusal(f"metadata field class_names has {len(schema.class_names)} names but the network "
-                       f"gives {shape[0]} outputs")
+        raise _Refusal(
+            f"metadata field class_names has {len(schema.class_names)} names but the network gives {shape[0]} outputs"
+        )
     return _Layout(schema, np.dtype(schema.dtype), arrays)
 
 
 # -- reading the archive ----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Header:
@@ -558,7 +603,14 @@ class _Header:
 
 #: What zipfile, zlib and the file system raise on a damaged archive.
 _ZIP_ERRORS: tuple[type[BaseException], ...] = (
-    zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, struct.error, NotImplementedError, zlib.error)
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    struct.error,
+    NotImplementedError,
+    zlib.error,
+)
 
 
 def _check_directory(handle: io.BufferedReader, size: int) -> None:
@@ -607,15 +659,18 @@ def _check_members(archive: zipfile.ZipFile, file_size: int) -> dict[str, zipfil
         if info.flag_bits & 0x1:
             raise _Refusal(f"its entry {name} is encrypted")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise _Refusal(f"its entry {name} uses compression method {info.compress_type} "
-                           "(only stored or deflated entries are read)")
+            raise _Refusal(
+                f"its entry {name} uses compression method {info.compress_type} "
+                "(only stored or deflated entries are read)"
+            )
         if info.file_size > _member_limit(info):
-            raise _Refusal(f"its entry {name} claims {info.file_size} bytes from {info.compress_size} "
-                           f"stored (more than {name} may hold or a deflated entry may expand to)")
+            raise _Refusal(
+                f"its entry {name} claims {info.file_size} bytes from {info.compress_size} "
+                f"stored (more than {name} may hold or a deflated entry may expand to)"
+            )
         members[name] = info
     if sum(info.compress_size for info in infos) > file_size:
-        raise _Refusal("the file is damaged or truncated: its entries claim more data than it holds",
-                       kind="unreadable")
+        raise _Refusal("the file is damaged or truncated: its entries claim more data than it holds", kind="unreadable")
     return members
 
 
@@ -630,8 +685,9 @@ def _read_exact(stream: io.BufferedIOBase, count: int, name: str) -> bytes:
 def _expect_end(stream: io.BufferedIOBase, name: str) -> None:
     # Reading past the last byte also makes zipfile compare the member's CRC-32.
     if stream.read(1):
-        raise _Refusal(f"the file is damaged or truncated: entry {name} is longer than its header says",
-                       kind="unreadable")
+        raise _Refusal(
+            f"the file is damaged or truncated: entry {name} is longer than its header says", kind="unreadable"
+        )
 
 
 _HEADER_READERS = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
@@ -654,8 +710,7 @@ def _read_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Header:
         shape, fortran_order, dtype = reader(buffer, max_header_size=MAX_HEADER_BYTES)
     except (ValueError, TypeError, SyntaxError, RecursionError, OverflowError) as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise _Refusal(f"entry {info.filename} has no valid .npy header ({first_line})",
-                       kind="unreadable") from None
+        raise _Refusal(f"entry {info.filename} has no valid .npy header ({first_line})", kind="unreadable") from None
     return _Header(dtype, tuple(shape), bool(fortran_order), buffer.tell())
 
 
@@ -664,12 +719,18 @@ def _read_metadata_text(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
     header = _read_header(archive, info)
     dtype = header.dtype
     if dtype.kind != "U" or dtype.names is not None or dtype.subdtype is not None or header.shape != ():
-        what = "object (pickled) data, which digitnet never loads" if dtype.hasobject else (
-            f"a {dtype.str} array of shape {header.shape}")
+        what = (
+            "object (pickled) data, which digitnet never loads"
+            if dtype.hasobject
+            else (f"a {dtype.str} array of shape {header.shape}")
+        )
         raise _Refusal(f"its metadata entry is not a JSON text but {what}", kind="unreadable")
     if dtype.itemsize > MAX_METADATA_BYTES or info.file_size != header.offset + dtype.itemsize:
-        raise _Refusal(f"its metadata entry's header claims {dtype.itemsize} bytes of text in an entry of "
-                       f"{info.file_size} bytes (at most {MAX_METADATA_BYTES})", kind="unreadable")
+        raise _Refusal(
+            f"its metadata entry's header claims {dtype.itemsize} bytes of text in an entry of "
+            f"{info.file_size} bytes (at most {MAX_METADATA_BYTES})",
+            kind="unreadable",
+        )
     with archive.open(info) as stream:
         _read_exact(stream, header.offset, info.filename)
         data = _read_exact(stream, dtype.itemsize, info.filename)
@@ -681,8 +742,9 @@ def _read_metadata_text(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
         raise _Refusal("its metadata entry is not valid text", kind="unreadable") from None
 
 
-def _check_array_headers(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo],
-                         layout: _Layout) -> dict[str, _Header]:
+def _check_array_headers(
+    archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], layout: _Layout
+) -> dict[str, _Header]:
     """Every array member against the layout: names, dtypes, shapes and sizes, before any data."""
     present = {name.removesuffix(".npy") for name in members if name != _METADATA_MEMBER}
     if missing := [name for name in layout.arrays if name not in present]:
@@ -699,9 +761,12 @@ def _check_array_headers(archive: zipfile.ZipFile, members: dict[str, zipfile.Zi
         if header.shape != shape:
             raise _Refusal(f"array {name} has shape {header.shape}, expected {shape}")
         if info.file_size != header.offset + math.prod(shape) * dtype.itemsize:
-            raise _Refusal(f"the file is damaged or truncated: entry {info.filename} holds "
-                           f"{info.file_size - header.offset} bytes of data, its header says "
-                           f"{math.prod(shape) * dtype.itemsize}", kind="unreadable")
+            raise _Refusal(
+                f"the file is damaged or truncated: entry {info.filename} holds "
+                f"{info.file_size - header.offset} bytes of data, its header says "
+                f"{math.prod(shape) * dtype.itemsize}",
+                kind="unreadable",
+            )
         headers[name] = header
     return headers
 
@@ -714,8 +779,9 @@ def _chunks(header: _Header) -> Iterator[int]:
         left -= READ_CHUNK_BYTES
 
 
-def _stream_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: _Header, target: np.ndarray,
-                  name: str) -> None:
+def _stream_array(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: _Header, target: np.ndarray, name: str
+) -> None:
     """Copy one member's data into ``target`` chunk by chunk, refusing NaN or infinite values."""
     # A Fortran-order (or oddly strided) array goes through one temporary the array's size.
     direct = target.flags.c_contiguous and not header.fortran_order
@@ -727,7 +793,7 @@ def _stream_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: _Head
             values = np.frombuffer(_read_exact(stream, count, info.filename), dtype=header.dtype)
             if not np.isfinite(values).all():
                 raise _Refusal(f"array {name} holds NaN or infinite values")
-            flat[position:position + values.size] = values
+            flat[position : position + values.size] = values
             position += values.size
         _expect_end(stream, info.filename)
     if not direct:
@@ -736,6 +802,7 @@ def _stream_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: _Head
 
 
 # -- building and checking the network --------------------------------------------------------
+
 
 def _build(layout: _Layout, metadata: dict[str, Any]) -> Network:
     """The network the layout describes, with zero weights (the first allocation of model size)."""
@@ -749,8 +816,14 @@ def _build(layout: _Layout, metadata: dict[str, Any]) -> Network:
     normalisation = layout.schema.normalisation
     # The caller's own facts travel in Network.metadata exactly as they were saved.
     extra = {key: value for key, value in metadata.items() if key not in _RESERVED_KEYS}
-    network = Network(layers, tuple(layout.schema.input_shape), mean=normalisation.mean, std=normalisation.std,
-                      class_names=list(layout.schema.class_names), metadata=extra)
+    network = Network(
+        layers,
+        tuple(layout.schema.input_shape),
+        mean=normalisation.mean,
+        std=normalisation.std,
+        class_names=list(layout.schema.class_names),
+        metadata=extra,
+    )
     network.metadata.setdefault("digitnet_version", metadata.get("digitnet_version"))
     return network
 
@@ -775,8 +848,9 @@ def _check_behaviour(network: Network, layout: _Layout) -> None:
     with np.errstate(all="ignore"):  # overflow is what is being looked for, not a warning
         logits = network.forward(network.prepare(probe))
     if not np.isfinite(logits).all():
-        raise _Refusal("it gives NaN or infinite outputs for test images (its weights or normalisation "
-                       "are out of range)")
+        raise _Refusal(
+            "it gives NaN or infinite outputs for test images (its weights or normalisation are out of range)"
+        )
 
 
 def _read_network(archive: zipfile.ZipFile, file_size: int) -> Network:
@@ -794,14 +868,16 @@ def _read_network(archive: zipfile.ZipFile, file_size: int) -> Network:
 
 # -- the public functions ---------------------------------------------------------------------
 
+
 def network_metadata(network: Network) -> dict[str, Any]:
     """The model file's metadata for ``network``: its architecture, then its own facts.
 
     Keys of ``network.metadata`` that the format reserves (``layers``, ``dtype``, ...) are left
     out: the network's actual architecture is what the file must describe.
     """
-    facts = {key: value for key, value in network.metadata.items()
-             if key not in _RESERVED_KEYS or key == "digitnet_version"}
+    facts = {
+        key: value for key, value in network.metadata.items() if key not in _RESERVED_KEYS or key == "digitnet_version"
+    }
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -857,8 +933,9 @@ def _open_model_file(path: Path) -> io.BufferedReader:
         raise ModelFileError(f"{path}: cannot be read ({error.strerror or error}).") from None
     if handle.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
         handle.close()
-        raise ModelFileError(f"{path} is not a digitnet model file (expected a .npz archive written by "
-                             "`digitnet train`).")
+        raise ModelFileError(
+            f"{path} is not a digitnet model file (expected a .npz archive written by `digitnet train`)."
+        )
     return handle
 
 
@@ -891,12 +968,12 @@ def load_network(path: str | os.PathLike) -> Network:
         except _Refusal as refusal:
             raise ModelFileError(_refusal_message(str(path), refusal)) from None
         except _ZIP_ERRORS as error:
-            raise ModelFileError(_refusal_message(str(path), _Refusal(
-                f"the file is damaged or truncated: {error}", kind="unreadable"))) from None
+            raise ModelFileError(
+                _refusal_message(str(path), _Refusal(f"the file is damaged or truncated: {error}", kind="unreadable"))
+            ) from None
 
 
-def network_from_metadata(metadata: dict[str, Any], arrays: dict[str, np.ndarray],
-                          source: str = "model") -> Network:
+def network_from_metadata(metadata: dict[str, Any], arrays: dict[str, np.ndarray], source: str = "model") -> Network:
     """Build a network from metadata and arrays already in memory, with the file's checks.
 
     Parameters
@@ -916,11 +993,16 @@ def network_from_metadata(metadata: dict[str, Any], arrays: dict[str, np.ndarray
     try:
         layout = _check_layout(_check_envelope(metadata))
         if set(arrays) != set(layout.arrays):
-            raise _Refusal(f"it holds arrays {sorted(arrays)[:8]} but its architecture needs "
-                           f"{sorted(layout.arrays)[:8]}")
+            raise _Refusal(
+                f"it holds arrays {sorted(arrays)[:8]} but its architecture needs {sorted(layout.arrays)[:8]}"
+            )
         for name, shape in layout.arrays.items():
             value = np.asarray(arrays[name])
-            if (value.dtype.kind, value.dtype.itemsize, value.shape) != (layout.dtype.kind, layout.dtype.itemsize, shape):
+            if (value.dtype.kind, value.dtype.itemsize, value.shape) != (
+                layout.dtype.kind,
+                layout.dtype.itemsize,
+                shape,
+            ):
                 raise _Refusal(f"array {name} is {value.dtype} {value.shape}, expected {layout.dtype} {shape}")
             if not np.isfinite(value).all():
                 raise _Refusal(f"array {name} holds NaN or infinite values")

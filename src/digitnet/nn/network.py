@@ -34,9 +34,16 @@ class Network:
         Free-form facts saved with the model (dataset, training settings, metrics, history).
     """
 
-    def __init__(self, layers: Sequence[Layer], input_shape: tuple[int, ...], *, mean: float = 0.0,
-                 std: float = 1.0, class_names: Sequence[str] = tuple("0123456789"),
-                 metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        input_shape: tuple[int, ...],
+        *,
+        mean: float = 0.0,
+        std: float = 1.0,
+        class_names: Sequence[str] = tuple("0123456789"),
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         self.layers = list(layers)
         self.input_shape = tuple(input_shape)
         self.mean, self.std = float(mean), float(std)
@@ -54,8 +61,11 @@ class Network:
 
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(name, parameter, gradient)`` for every trainable array, in a fixed order."""
-        return [(f"layer{i}.{name}", value, layer.grads[name])
-                for i, layer in enumerate(self.layers) for name, value in layer.params.items()]
+        return [
+            (f"layer{i}.{name}", value, layer.grads[name])
+            for i, layer in enumerate(self.layers)
+            for name, value in layer.params.items()
+        ]
 
     def state(self) -> dict[str, np.ndarray]:
         """Every array that defines the model: parameters and saved buffers, by name."""
@@ -117,8 +127,9 @@ class Network:
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
         """Class probabilities ``(N, K)`` for images with values in [0, 1] (or uint8)."""
-        batches = [softmax(self.forward(self.prepare(images[i:i + batch_size])))
-                   for i in range(0, len(images), batch_size)]
+        batches = [
+            softmax(self.forward(self.prepare(images[i : i + batch_size]))) for i in range(0, len(images), batch_size)
+        ]
         return np.concatenate(batches) if batches else np.zeros((0, len(self.class_names)))
 
     def predict(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
@@ -167,16 +178,22 @@ class Network:
         return load_network(path)
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, Any], arrays: dict[str, np.ndarray], source: str = "model"
-                      ) -> Network:
+    def from_metadata(cls, metadata: dict[str, Any], arrays: dict[str, np.ndarray], source: str = "model") -> Network:
         """Rebuild a network from its metadata and arrays, with the model file's checks."""
         from .modelfile import network_from_metadata
 
         return network_from_metadata(metadata, arrays, source)
 
 
-def build_mlp(hidden: Sequence[int] = (128,), *, input_shape: tuple[int, ...] = (1, 28, 28),
-              num_classes: int = 10, rng: np.random.Generator, dtype=np.float32, **kwargs: Any) -> Network:
+def build_mlp(
+    hidden: Sequence[int] = (128,),
+    *,
+    input_shape: tuple[int, ...] = (1, 28, 28),
+    num_classes: int = 10,
+    rng: np.random.Generator,
+    dtype=np.float32,
+    **kwargs: Any,
+) -> Network:
     """The 784-128-10 network and its deeper cousins: Flatten, then (Dense, ReLU) per hidden layer, then Dense.
 
     ``build_mlp((128,))`` is the 784-128-10 network the project began with.

@@ -88,8 +88,7 @@ class BatchNorm(Layer):
         self.channels, self.momentum, self.eps = channels, float(momentum), float(eps)
         self.params = {"gamma": np.ones(channels, dtype=dtype), "beta": np.zeros(channels, dtype=dtype)}
         self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
-        self.buffers = {"running_mean": np.zeros(channels, dtype=dtype),
-                        "running_var": np.ones(channels, dtype=dtype)}
+        self.buffers = {"running_mean": np.zeros(channels, dtype=dtype), "running_var": np.ones(channels, dtype=dtype)}
         self.x_hat: np.ndarray | None = None
         self.inv_std: np.ndarray | None = None
 
@@ -125,8 +124,7 @@ class BatchNorm(Layer):
         np.sum(grad_out * x_hat, axis=axes, out=self.grads["gamma"])
         np.sum(grad_out, axis=axes, out=self.grads["beta"])
         d = grad_out * self.params["gamma"].reshape(channel_shape)
-        return (d - d.mean(axis=axes, keepdims=True)
-                - x_hat * (d * x_hat).mean(axis=axes, keepdims=True)) * inv_std
+        return (d - d.mean(axis=axes, keepdims=True) - x_hat * (d * x_hat).mean(axis=axes, keepdims=True)) * inv_std
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return input_shape

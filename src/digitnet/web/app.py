@@ -40,8 +40,9 @@ from .routes import INLINE_BODY_BYTES, api_router, page_router
 __all__ = ["INLINE_BODY_BYTES", "MAX_BODY_BYTES", "MAX_PIXELS_SIDE", "MAX_UPLOAD_PIXELS", "create_app"]
 
 
-def create_app(network: Network, *, allowed_hosts: Sequence[str] | None = None,
-               allow_ip_literals: bool = False) -> FastAPI:
+def create_app(
+    network: Network, *, allowed_hosts: Sequence[str] | None = None, allow_ip_literals: bool = False
+) -> FastAPI:
     """Build the web app around an already loaded network.
 
     Parameters
@@ -83,15 +84,14 @@ def create_app(network: Network, *, allowed_hosts: Sequence[str] | None = None,
         title="digitnet",
         version=__version__,
         description="Read a handwritten digit with a neural network written from scratch in NumPy. "
-                    "Drawings and images get the same MNIST-style preprocessing as `digitnet predict`.",
+        "Drawings and images get the same MNIST-style preprocessing as `digitnet predict`.",
     )
     app.include_router(api_router(predictor))
     app.include_router(page_router())
     _add_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     if allowed_hosts is not None:  # added last, so it runs first: other hosts get nothing else
-        app.add_middleware(HostCheckMiddleware, allowed_hosts=list(allowed_hosts),
-                           allow_ip_literals=allow_ip_literals)
+        app.add_middleware(HostCheckMiddleware, allowed_hosts=list(allowed_hosts), allow_ip_literals=allow_ip_literals)
     return app
 
 
@@ -119,11 +119,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         # No route takes validated parameters today; this keeps any future one to the same shape.
-        return refusal(422, f"The request does not match the API schema ({len(error.errors())} "
-                            "problem(s)); see /openapi.json.")
+        return refusal(
+            422, f"The request does not match the API schema ({len(error.errors())} problem(s)); see /openapi.json."
+        )
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, error: Exception) -> JSONResponse:
         # Starlette still re-raises the exception after this answer, so the server logs the bug.
-        return refusal(500, "The server failed to read this request; this is a bug in digitnet, "
-                            "please report it.")
+        return refusal(500, "The server failed to read this request; this is a bug in digitnet, please report it.")

@@ -55,15 +55,21 @@ class BodySizeLimitMiddleware:
         self.max_bytes = max_bytes
 
     def _too_large(self) -> JSONResponse:
-        return refusal(413, f"The request body is larger than the limit of {self.max_bytes} bytes; "
-                            "send a smaller drawing or image.", close=True)
+        return refusal(
+            413,
+            f"The request body is larger than the limit of {self.max_bytes} bytes; send a smaller drawing or image.",
+            close=True,
+        )
 
     def _check_headers(self, headers: list[tuple[bytes, bytes]]) -> JSONResponse | None:
         """The refusal the request's framing headers call for, or None when they are fine."""
         names = {name for name, _ in headers}
         if b"content-length" in names and b"transfer-encoding" in names:
-            return refusal(400, "The request has both Content-Length and Transfer-Encoding headers; "
-                                "send only one of them.", close=True)
+            return refusal(
+                400,
+                "The request has both Content-Length and Transfer-Encoding headers; send only one of them.",
+                close=True,
+            )
         for name, value in headers:
             if name != b"content-length":
                 continue
@@ -136,8 +142,7 @@ class HostCheckMiddleware:
     def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str], allow_ip_literals: bool = False) -> None:
         self.app = app
         self.allow_ip_literals = allow_ip_literals
-        self._matcher = TrustedHostMiddleware(_mark_allowed, allowed_hosts=list(allowed_hosts),
-                                              www_redirect=False)
+        self._matcher = TrustedHostMiddleware(_mark_allowed, allowed_hosts=list(allowed_hosts), www_redirect=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or await self._allowed(scope, receive):
@@ -147,8 +152,11 @@ class HostCheckMiddleware:
         if host is None:
             response = refusal(400, "The request has no Host header; HTTP/1.1 requires one.")
         else:
-            response = refusal(421, f"This server does not answer for the host {host[:100]!r}; use "
-                                    "the address it printed, or start it with --allow-host NAME.")
+            response = refusal(
+                421,
+                f"This server does not answer for the host {host[:100]!r}; use "
+                "the address it printed, or start it with --allow-host NAME.",
+            )
         await response(scope, receive, send)
 
     async def _allowed(self, scope: Scope, receive: Receive) -> bool:

@@ -22,8 +22,7 @@ from ..errors import DigitnetError
 from ..nn import Network
 from ..preprocess import MAX_IMAGE_PIXELS, load_image, to_mnist
 
-__all__ = ["MAX_PIXELS_SIDE", "MAX_UPLOAD_PIXELS", "ClientError", "Predictor", "ink_from_upload",
-           "pixels_from_json"]
+__all__ = ["MAX_PIXELS_SIDE", "MAX_UPLOAD_PIXELS", "ClientError", "Predictor", "ink_from_upload", "pixels_from_json"]
 
 #: Largest side of a ``pixels`` array. The page sends 56x56; MNIST itself is 28x28.
 MAX_PIXELS_SIDE = 512
@@ -72,47 +71,65 @@ def pixels_from_json(body: bytes) -> np.ndarray:
     try:
         payload = json.loads(body)
     except RecursionError:  # e.g. ten thousand nested brackets
-        raise ClientError(400, "The JSON body is nested too deeply; send {\"pixels\": [[...], ...]}.") from None
+        raise ClientError(400, 'The JSON body is nested too deeply; send {"pixels": [[...], ...]}.') from None
     except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-        raise ClientError(400, f"The body is not valid JSON ({error}); send {{\"pixels\": [[...], ...]}}.") from None
+        raise ClientError(400, f'The body is not valid JSON ({error}); send {{"pixels": [[...], ...]}}.') from None
     if not isinstance(payload, dict) or "pixels" not in payload:
-        raise ClientError(422, "The JSON body needs a \"pixels\" field: an HxW array of ink "
-                               "intensities between 0 and 1, e.g. {\"pixels\": [[0, 0.5], [1, 0]]}.")
+        raise ClientError(
+            422,
+            'The JSON body needs a "pixels" field: an HxW array of ink '
+            'intensities between 0 and 1, e.g. {"pixels": [[0, 0.5], [1, 0]]}.',
+        )
     return _pixel_array(payload["pixels"])
 
 
 def _pixel_array(rows: Any) -> np.ndarray:
     """Check the shape and type of a decoded ``pixels`` value and make it an array."""
     if not isinstance(rows, list) or not rows:
-        raise ClientError(422, "\"pixels\" must be a non-empty list of rows, each a list of numbers "
-                               "between 0 and 1 (an HxW array).")
+        raise ClientError(
+            422, '"pixels" must be a non-empty list of rows, each a list of numbers between 0 and 1 (an HxW array).'
+        )
     if len(rows) > MAX_PIXELS_SIDE:  # cheap early exit; the body limit bounds the width's cost
-        raise ClientError(422, f"\"pixels\" has {len(rows)} rows, more than the limit of "
-                               f"{MAX_PIXELS_SIDE}; downsample the drawing.")
+        raise ClientError(
+            422, f'"pixels" has {len(rows)} rows, more than the limit of {MAX_PIXELS_SIDE}; downsample the drawing.'
+        )
     # One pass in C: NumPy finds the shape and the type. Ragged rows raise ValueError; strings,
     # nulls, objects and integers beyond float range give a non-numeric dtype.
     try:
         array = np.array(rows)
     except (ValueError, TypeError, OverflowError):
-        raise ClientError(422, "\"pixels\" must be a rectangular HxW array: a list of rows of equal "
-                               "length, each a list of numbers between 0 and 1.") from None
+        raise ClientError(
+            422,
+            '"pixels" must be a rectangular HxW array: a list of rows of equal '
+            "length, each a list of numbers between 0 and 1.",
+        ) from None
     if array.ndim != 2 or array.shape[1] == 0:
-        raise ClientError(422, f"\"pixels\" has shape {array.shape}; send a 2-D HxW array: a list of "
-                               "rows, each a list of numbers between 0 and 1.")
+        raise ClientError(
+            422,
+            f'"pixels" has shape {array.shape}; send a 2-D HxW array: a list of '
+            "rows, each a list of numbers between 0 and 1.",
+        )
     if array.dtype.kind not in "iuf":
-        raise ClientError(422, "\"pixels\" must hold only numbers between 0 and 1 (ink intensities), "
-                               "not strings, nulls or objects.")
+        raise ClientError(
+            422, '"pixels" must hold only numbers between 0 and 1 (ink intensities), not strings, nulls or objects.'
+        )
     if array.shape[1] > MAX_PIXELS_SIDE:
-        raise ClientError(422, f"\"pixels\" is {array.shape[0]}x{array.shape[1]}, larger than the "
-                               f"limit of {MAX_PIXELS_SIDE}x{MAX_PIXELS_SIDE}; downsample the drawing.")
+        raise ClientError(
+            422,
+            f'"pixels" is {array.shape[0]}x{array.shape[1]}, larger than the '
+            f"limit of {MAX_PIXELS_SIDE}x{MAX_PIXELS_SIDE}; downsample the drawing.",
+        )
     # Checked here, in float64, as the API's documented contract: preprocessing checks again, but
     # only after casting to float32, where a value like -1e39 overflows to -inf with a warning.
     if not np.isfinite(array).all():
-        raise ClientError(422, "\"pixels\" holds NaN or infinite values; send numbers between 0 and 1.")
+        raise ClientError(422, '"pixels" holds NaN or infinite values; send numbers between 0 and 1.')
     low, high = array.min(), array.max()
     if low < 0 or high > 1:
-        raise ClientError(422, f"\"pixels\" values must be between 0 and 1 (ink intensities), but "
-                               f"these range from {low:.4g} to {high:.4g}; scale them into [0, 1].")
+        raise ClientError(
+            422,
+            f'"pixels" values must be between 0 and 1 (ink intensities), but '
+            f"these range from {low:.4g} to {high:.4g}; scale them into [0, 1].",
+        )
     return array
 
 
@@ -144,9 +161,12 @@ def ink_from_upload(data: bytes) -> np.ndarray:
     except Exception:  # noqa: BLE001  # not an image, or a hostile one: load_image below explains which
         width = height = 0
     if width * height > MAX_UPLOAD_PIXELS:
-        raise ClientError(413, f"The uploaded image is {width}x{height} pixels, more than the limit "
-                               f"of {MAX_UPLOAD_PIXELS // 1_000_000} megapixels; scale it down and "
-                               "try again.")
+        raise ClientError(
+            413,
+            f"The uploaded image is {width}x{height} pixels, more than the limit "
+            f"of {MAX_UPLOAD_PIXELS // 1_000_000} megapixels; scale it down and "
+            "try again.",
+        )
     try:
         return load_image(data)
     except DigitnetError as error:  # ImageError and any other refusal: the message says why
@@ -176,9 +196,11 @@ class Predictor:
 
     def __init__(self, network: Network) -> None:
         if int(np.prod(network.input_shape)) != 28 * 28:
-            raise DigitnetError(f"This model takes inputs of shape {tuple(network.input_shape)}, but "
-                                "the drawing page makes 28x28 MNIST-style digits; serve a model "
-                                "trained on mnist (or another 28x28 dataset).")
+            raise DigitnetError(
+                f"This model takes inputs of shape {tuple(network.input_shape)}, but "
+                "the drawing page makes 28x28 MNIST-style digits; serve a model "
+                "trained on mnist (or another 28x28 dataset)."
+            )
         self.network = network
         self.info = model_info(network)
 
@@ -206,10 +228,13 @@ class Predictor:
             raise ClientError(422, str(error)) from None
         probabilities = self.network.predict_proba(x[np.newaxis])[0]
         digit = int(probabilities.argmax())
-        return {"digit": digit, "label": self.network.class_names[digit],
-                "probabilities": [round(float(p), 6) for p in probabilities],
-                # Three decimals: plenty for display, and a third of the bytes of full floats.
-                "input": np.round(x, 3).tolist()}
+        return {
+            "digit": digit,
+            "label": self.network.class_names[digit],
+            "probabilities": [round(float(p), 6) for p in probabilities],
+            # Three decimals: plenty for display, and a third of the bytes of full floats.
+            "input": np.round(x, 3).tolist(),
+        }
 
     def from_json(self, body: bytes) -> dict[str, Any]:
         """Read the digit in a JSON ``{"pixels": ...}`` body; see :func:`pixels_from_json`."""

@@ -51,7 +51,7 @@ _STATIC_FILES = {
 # The page loads nothing from elsewhere: it works offline, and injected content cannot phone home.
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
-                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
@@ -75,6 +75,7 @@ class _HeavyJobs:
         def limited() -> T:
             with self._slots:
                 return function(data)
+
         return await run_in_threadpool(limited)
 
 
@@ -100,8 +101,13 @@ def api_router(predictor: Predictor) -> APIRouter:
     router = APIRouter()
     heavy = _HeavyJobs(_cpu_count())
 
-    @router.post("/api/predict", response_model=Prediction, responses=ERROR_RESPONSES,
-                 openapi_extra={"requestBody": PREDICT_BODY}, summary="Read one digit")
+    @router.post(
+        "/api/predict",
+        response_model=Prediction,
+        responses=ERROR_RESPONSES,
+        openapi_extra={"requestBody": PREDICT_BODY},
+        summary="Read one digit",
+    )
     async def predict(request: Request) -> Response:
         """Read the digit in a drawing (JSON ``pixels``) or an image file (multipart ``image``).
 
@@ -145,6 +151,7 @@ def page_router() -> APIRouter:
 def _static_endpoint(content: bytes, media_type: str) -> Callable[[], Awaitable[Response]]:
     async def serve_file() -> Response:
         return Response(content, media_type=media_type, headers=_PAGE_HEADERS)
+
     return serve_file
 
 
@@ -172,9 +179,12 @@ async def _read_digit(request: Request, predictor: Predictor, heavy: _HeavyJobs)
     if media_type.startswith("image/"):
         return await heavy.run(predictor.from_image, await request.body())
     shown = f"Content-Type {media_type!r}" if media_type else "a request without a Content-Type"
-    raise ClientError(415, f"The API does not read {shown}; send JSON {{\"pixels\": [[...], ...]}} as "
-                           "application/json, or an image file as multipart/form-data in a field "
-                           "named 'image'.")
+    raise ClientError(
+        415,
+        f'The API does not read {shown}; send JSON {{"pixels": [[...], ...]}} as '
+        "application/json, or an image file as multipart/form-data in a field "
+        "named 'image'.",
+    )
 
 
 async def _uploaded_file(request: Request) -> bytes:
@@ -183,13 +193,15 @@ async def _uploaded_file(request: Request) -> bytes:
     try:
         form = await parser.parse()
     except MultiPartException as error:
-        raise ClientError(400, f"The multipart body could not be parsed ({error}); send one image "
-                               "file in a field named 'image'.") from None
+        raise ClientError(
+            400, f"The multipart body could not be parsed ({error}); send one image file in a field named 'image'."
+        ) from None
     try:
         upload = form.get("image")
         if not isinstance(upload, UploadFile):
-            raise ClientError(422, "The multipart body needs a file field named 'image' holding a "
-                                   "PNG or JPEG of a digit.")
+            raise ClientError(
+                422, "The multipart body needs a file field named 'image' holding a PNG or JPEG of a digit."
+            )
         return await upload.read()
     finally:
         await form.close()

@@ -14,8 +14,16 @@ from pydantic import BaseModel, Field
 from .middleware import MAX_BODY_BYTES
 from .predictor import MAX_PIXELS_SIDE
 
-__all__ = ["ERROR_RESPONSES", "PREDICT_BODY", "ErrorMessage", "Health", "ModelInfo",
-           "PixelsRequest", "Prediction", "error_responses"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "PREDICT_BODY",
+    "ErrorMessage",
+    "Health",
+    "ModelInfo",
+    "PixelsRequest",
+    "Prediction",
+    "error_responses",
+]
 
 _Intensity = Annotated[float, Field(ge=0, le=1)]
 _Row = Annotated[list[_Intensity], Field(min_length=1, max_length=MAX_PIXELS_SIDE)]
@@ -25,13 +33,17 @@ class PixelsRequest(BaseModel):
     """A drawing as an array of ink intensities."""
 
     pixels: list[_Row] = Field(
-        min_length=1, max_length=MAX_PIXELS_SIDE,
+        min_length=1,
+        max_length=MAX_PIXELS_SIDE,
         description=f"An HxW array (rows of equal length), ink intensity from 0 (paper) to 1 (ink), "
-                    f"ink high; each side 1 to {MAX_PIXELS_SIDE}. 28x28 is the common case; any size "
-                    "is cropped to its ink, scaled and centred like an MNIST digit. A blank drawing "
-                    "is refused (422).",
-        examples=[[[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]],
-                  [[0, 1, 1, 1, 0], [0, 0, 0, 1, 0], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0]]])
+        f"ink high; each side 1 to {MAX_PIXELS_SIDE}. 28x28 is the common case; any size "
+        "is cropped to its ink, scaled and centred like an MNIST digit. A blank drawing "
+        "is refused (422).",
+        examples=[
+            [[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]],
+            [[0, 1, 1, 1, 0], [0, 0, 0, 1, 0], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0]],
+        ],
+    )
 
 
 class Prediction(BaseModel):
@@ -40,8 +52,9 @@ class Prediction(BaseModel):
     digit: int = Field(description="Index of the most probable class (the digit for MNIST).")
     label: str = Field(description="Name of that class, e.g. '7'.")
     probabilities: list[float] = Field(description="One probability per class, in class order; they sum to 1.")
-    input: list[list[float]] = Field(description="The 28x28 image the network saw after MNIST-style "
-                                                 "preprocessing, values in [0, 1], ink high.")
+    input: list[list[float]] = Field(
+        description="The 28x28 image the network saw after MNIST-style preprocessing, values in [0, 1], ink high."
+    )
 
 
 class ModelInfo(BaseModel):
@@ -75,23 +88,30 @@ def _error(description: str) -> dict[str, Any]:
 
 #: Answers any route may give, whatever its body: the server checks these before routing.
 _ANY_ROUTE: dict[int | str, dict[str, Any]] = {
-    400: _error("The request is malformed: a bad Content-Length, both Content-Length and "
-                "Transfer-Encoding, a missing Host header, or (for POST) a body that cannot be parsed."),
+    400: _error(
+        "The request is malformed: a bad Content-Length, both Content-Length and "
+        "Transfer-Encoding, a missing Host header, or (for POST) a body that cannot be parsed."
+    ),
     408: _error("The request's headers or body did not arrive in time; the connection is closed."),
-    413: _error(f"The body is larger than {MAX_BODY_BYTES} bytes (or, for an upload, the image has "
-                "too many pixels)."),
-    421: _error("The Host header names a host this server does not answer for (a DNS-rebinding "
-                "guard); use the address the server printed, or start it with --allow-host."),
+    413: _error(f"The body is larger than {MAX_BODY_BYTES} bytes (or, for an upload, the image has too many pixels)."),
+    421: _error(
+        "The Host header names a host this server does not answer for (a DNS-rebinding "
+        "guard); use the address the server printed, or start it with --allow-host."
+    ),
 }
 
 #: Every error ``POST /api/predict`` can answer with.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_ANY_ROUTE,
-    400: _error("The body could not be parsed (malformed JSON or multipart), or the request is "
-                "malformed (bad Content-Length, both Content-Length and Transfer-Encoding)."),
+    400: _error(
+        "The body could not be parsed (malformed JSON or multipart), or the request is "
+        "malformed (bad Content-Length, both Content-Length and Transfer-Encoding)."
+    ),
     415: _error("The Content-Type is not one the API reads."),
-    422: _error("The body is well-formed but holds no usable digit: wrong shape, values outside "
-                "[0, 1], NaN, a blank drawing, or a file that is not an image."),
+    422: _error(
+        "The body is well-formed but holds no usable digit: wrong shape, values outside "
+        "[0, 1], NaN, a blank drawing, or a file that is not an image."
+    ),
 }
 
 
@@ -105,10 +125,17 @@ PREDICT_BODY: dict[str, Any] = {
     "content": {
         "application/json": {"schema": PixelsRequest.model_json_schema()},
         "multipart/form-data": {
-            "schema": {"type": "object", "required": ["image"],
-                       "properties": {"image": {"type": "string", "format": "binary",
-                                                "description": "A PNG or JPEG (any colours, any size "
-                                                               "up to the limits) showing one digit."}}},
+            "schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "A PNG or JPEG (any colours, any size up to the limits) showing one digit.",
+                    }
+                },
+            },
         },
         "image/png": {"schema": {"type": "string", "format": "binary"}},
         "image/jpeg": {"schema": {"type": "string", "format": "binary"}},

@@ -51,8 +51,15 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import DigitnetError
 
-__all__ = ["ConnectionBudget", "GuardedH11Protocol", "ServerLimits", "connection_budget", "host_policy",
-           "protocol_for", "run"]
+__all__ = [
+    "ConnectionBudget",
+    "GuardedH11Protocol",
+    "ServerLimits",
+    "connection_budget",
+    "host_policy",
+    "protocol_for",
+    "run",
+]
 
 #: Host names every server answers to; IPv6 literals in brackets, as in a Host header.
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -137,8 +144,10 @@ def connection_budget(requested: int) -> ConnectionBudget:
     backlog = max(8, min(2048, spare // 8))
     fits = spare - 3 * backlog
     if fits < 8:
-        raise DigitnetError(f"The open-file limit ({limit}) is too small to serve; raise it with "
-                            "`ulimit -n 1024` (or more) and try again.")
+        raise DigitnetError(
+            f"The open-file limit ({limit}) is too small to serve; raise it with "
+            "`ulimit -n 1024` (or more) and try again."
+        )
     return ConnectionBudget(max(1, min(requested, fits)), backlog, limit)
 
 
@@ -182,15 +191,19 @@ def _check_host_name(name: str) -> None:
     """Refuse an ``--allow-host`` value that could never match a Host header."""
     bare = name.removeprefix("*.")
     if name != "*" and (not bare or "*" in bare or "/" in bare or (":" in bare and not bare.startswith("["))):
-        raise DigitnetError(f"--allow-host {name!r} is not a host name; give a name without scheme or port, "
-                            "such as mypc.local, *.example.com (any subdomain) or * (any host).")
+        raise DigitnetError(
+            f"--allow-host {name!r} is not a host name; give a name without scheme or port, "
+            "such as mypc.local, *.example.com (any subdomain) or * (any host)."
+        )
 
 
 def _json_response(status: int, detail: str) -> bytes:
     """A complete HTTP/1.1 answer ``{"detail": detail}`` that closes the connection."""
     body = json.dumps({"detail": detail}).encode()
-    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
     return head.encode("ascii") + body
 
 
@@ -213,8 +226,9 @@ class _StrictH11Connection(h11.Connection):
         if isinstance(event, h11.Request):
             names = {name for name, _ in event.headers}
             if b"content-length" in names and b"transfer-encoding" in names:
-                self.last_error = h11.RemoteProtocolError("both Content-Length and Transfer-Encoding",
-                                                          error_status_hint=400)
+                self.last_error = h11.RemoteProtocolError(
+                    "both Content-Length and Transfer-Encoding", error_status_hint=400
+                )
                 raise self.last_error
         return event
 
@@ -232,11 +246,13 @@ class GuardedH11Protocol(H11Protocol):
     #: Connections in the "head" phase, longest waiting first: the ones to close at the limit.
     waiting: ClassVar[dict[GuardedH11Protocol, None]] = {}
 
-    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.conn = _StrictH11Connection(h11.SERVER, config.h11_max_incomplete_event_size
-                                         or self.limits.max_header_bytes)
+        self.conn = _StrictH11Connection(
+            h11.SERVER, config.h11_max_incomplete_event_size or self.limits.max_header_bytes
+        )
         self._phase: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
 
@@ -246,8 +262,9 @@ class GuardedH11Protocol(H11Protocol):
         crowded = len(self.connections) >= self.max_connections
         super().connection_made(transport)
         if crowded and not self._close_longest_waiting():
-            transport.write(_json_response(503, "The server has too many connections open; try "
-                                                "again in a few seconds."))
+            transport.write(
+                _json_response(503, "The server has too many connections open; try again in a few seconds.")
+            )
             self._close()
             return
         self._update_phase()
@@ -307,11 +324,15 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing():
             return
         if phase == "body":
-            detail = (f"The request body did not arrive within {self.limits.body_timeout:g} seconds "
-                      "of its headers; the connection is closed.")
+            detail = (
+                f"The request body did not arrive within {self.limits.body_timeout:g} seconds "
+                "of its headers; the connection is closed."
+            )
         else:
-            detail = (f"The request headers did not arrive within {self.limits.header_timeout:g} "
-                      "seconds; the connection is closed.")
+            detail = (
+                f"The request headers did not arrive within {self.limits.header_timeout:g} "
+                "seconds; the connection is closed."
+            )
         begun = phase == "body" or bool(self.conn.trailing_data[0])  # a silent connection gets no answer
         if begun and not self._answer_begun():
             self.transport.write(_json_response(408, detail))
@@ -348,11 +369,9 @@ class GuardedH11Protocol(H11Protocol):
 
 def _protocol_error_detail(error: h11.RemoteProtocolError | None, limits: ServerLimits) -> str:
     if error is not None and error.error_status_hint == 431:
-        return (f"The request headers are larger than {limits.max_header_bytes} bytes; send fewer "
-                "or shorter headers.")
+        return f"The request headers are larger than {limits.max_header_bytes} bytes; send fewer or shorter headers."
     if error is not None and str(error) == "both Content-Length and Transfer-Encoding":
-        return ("The request has both Content-Length and Transfer-Encoding headers; send only one "
-                "of them.")
+        return "The request has both Content-Length and Transfer-Encoding headers; send only one of them."
     reason = f" ({str(error)[:200]})" if error is not None else ""
     return f"The request is not valid HTTP/1.1{reason}; the connection is closed."
 
@@ -372,8 +391,11 @@ def protocol_for(limits: ServerLimits, max_connections: int) -> type[GuardedH11P
     type
         A protocol class to pass to ``uvicorn.Config(http=...)``.
     """
-    return type("GuardedH11Protocol", (GuardedH11Protocol,),
-                {"limits": limits, "max_connections": max_connections, "waiting": {}})
+    return type(
+        "GuardedH11Protocol",
+        (GuardedH11Protocol,),
+        {"limits": limits, "max_connections": max_connections, "waiting": {}},
+    )
 
 
 class _RateLimitedRecords(logging.Filter):
@@ -402,8 +424,11 @@ class _RateLimitedRecords(logging.Filter):
             self._dropped[prefix] = self._dropped.get(prefix, 0) + 1
             return False
         dropped = self._dropped.get(prefix, 0)
-        record.msg = ("%s (%d more like it since the last report)" if dropped
-                      else "%s (more like it are logged at most once a minute)")
+        record.msg = (
+            "%s (%d more like it since the last report)"
+            if dropped
+            else "%s (more like it are logged at most once a minute)"
+        )
         record.args = (prefix, dropped) if dropped else (prefix,)
         record.exc_info = record.exc_text = None
         self._last[prefix], self._dropped[prefix] = now, 0
@@ -413,8 +438,12 @@ class _RateLimitedRecords(logging.Filter):
 #: Logger name -> messages that clients can cause at will, logged at most once a minute.
 _FLOODABLE = {
     "asyncio": ["socket.accept() out of system resource"],
-    "uvicorn.error": ["Invalid HTTP request received.", "Exceeded concurrency limit.",
-                      "Unsupported upgrade request.", "No supported WebSocket library detected."],
+    "uvicorn.error": [
+        "Invalid HTTP request received.",
+        "Exceeded concurrency limit.",
+        "Unsupported upgrade request.",
+        "No supported WebSocket library detected.",
+    ],
 }
 
 
@@ -451,14 +480,19 @@ def uvicorn_config(app: Any, limits: ServerLimits = ServerLimits()) -> Any:
         app,
         # The guard extends h11's protocol and is reasoned against asyncio's accept loop, so both
         # are pinned: uvicorn would pick httptools and uvloop where they are installed.
-        http=protocol_for(limits, budget.max_connections), loop="asyncio", ws="none",
+        http=protocol_for(limits, budget.max_connections),
+        loop="asyncio",
+        ws="none",
         # uvicorn's 503 counts the asking connection and running tasks; the guard keeps
         # connections under max_connections, so this is only a backstop for runaway tasks.
-        limit_concurrency=budget.max_connections + 1, backlog=budget.backlog,
+        limit_concurrency=budget.max_connections + 1,
+        backlog=budget.backlog,
         timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
         h11_max_incomplete_event_size=limits.max_header_bytes,
         # No per-request access log: the page sends about ten requests a second while drawing.
-        log_level="warning", access_log=False, timeout_graceful_shutdown=2,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
     )
 
 
