@@ -12,7 +12,7 @@ from typing import Any
 from .train import TrainConfig
 
 #: (model, augmentation) -> recipe. ``None`` means no augmentation. How each was chosen, and the
-#: accuracies it reaches, are in BENCHMARKS.md ("Recipes").
+#: accuracies it reaches, are in BENCHMARKS.md (one section per `digitnet train` command).
 RECIPES: dict[tuple[str, str | None], TrainConfig] = {
     # 784-128-10: Adam with a cosine decay won on validation against Nesterov momentum, other rates,
     # batches and epoch counts; L2 and label smoothing moved validation by less than its noise.
