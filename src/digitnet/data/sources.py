@@ -19,7 +19,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
@@ -256,7 +256,7 @@ def uint8_labels(labels: np.ndarray, spec: DatasetSpec, what: str) -> np.ndarray
     return labels.astype(np.uint8)
 
 
-def idx_files_from_arrays(spec: DatasetSpec, arrays: dict[str, np.ndarray]) -> dict[str, bytes]:
+def idx_files_from_arrays(spec: DatasetSpec, arrays: Mapping[str, np.ndarray]) -> dict[str, bytes | bytearray]:
     """Encode arrays by role as the dataset's canonical IDX files."""
     return {spec.file(role).name: encode_idx(array) for role, array in arrays.items()}
 

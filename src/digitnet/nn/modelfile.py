@@ -90,7 +90,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -326,19 +326,23 @@ class FlattenSchema(_LayerSchema):
         return (math.prod(shape),)
 
 
+#: Any one layer object, told apart by its ``type``; the order is the order errors list them in.
+_AnyLayer = Annotated[
+    DenseSchema | Conv2DSchema | MaxPool2DSchema | DropoutSchema | BatchNormSchema | ReLUSchema | FlattenSchema,
+    Field(discriminator="type"),
+]
+
+
+def _layer_type(schema: type[_LayerSchema]) -> str:
+    """The ``type`` tag a layer schema accepts (the one value of its ``Literal`` annotation)."""
+    (tag,) = get_args(schema.model_fields["type"].annotation)
+    return str(tag)
+
+
+#: Every layer schema by its ``type`` tag.
 LAYER_SCHEMAS: dict[str, type[_LayerSchema]] = {
-    schema.model_fields["type"].annotation.__args__[0]: schema
-    for schema in (
-        DenseSchema,
-        Conv2DSchema,
-        MaxPool2DSchema,
-        DropoutSchema,
-        BatchNormSchema,
-        ReLUSchema,
-        FlattenSchema,
-    )
+    _layer_type(schema): schema for schema in get_args(get_args(_AnyLayer)[0])
 }
-_AnyLayer = Annotated[Union[tuple(LAYER_SCHEMAS.values())], Field(discriminator="type")]  # noqa: UP007
 
 
 class NormalisationSchema(_Schema):
@@ -421,14 +425,15 @@ class MetadataSchema(_Schema):
 def _collect_rules() -> dict[str, str]:
     """Field name -> the rule its description states, over every schema class."""
     rules: dict[str, str] = {}
-    for schema in (
+    schemas: tuple[type[_Schema], ...] = (
         MetadataSchema,
         NormalisationSchema,
         TrainingSchema,
         MetricsSchema,
         EpochSchema,
         *LAYER_SCHEMAS.values(),
-    ):
+    )
+    for schema in schemas:
         for name, field in schema.model_fields.items():
             if field.description:
                 rules.setdefault(name, field.description)
@@ -529,11 +534,10 @@ def _schema_problem(error: ValidationError) -> str:
         return f"metadata field {path} is missing"
     if kind == "extra_forbidden":
         return f"metadata field {path} is not part of the format"
-    named = [i for i, part in enumerate(loc) if isinstance(part, str) and part in FIELD_RULES]
+    named = [(i, part) for i, part in enumerate(loc) if isinstance(part, str) and part in FIELD_RULES]
     if not named:
         return f"metadata field {path} is invalid ({first['msg'].lower()})"
-    rule_at = named[-1]
-    rule_field = loc[rule_at]
+    rule_at, rule_field = named[-1]
     if rule_at == len(loc) - 1:
         return f"metadata field {path} {FIELD_RULES[rule_field]}"
     return f"metadata field {path} is invalid: {rule_field} {FIELD_RULES[rule_field]}"
@@ -674,7 +678,7 @@ def _check_members(archive: zipfile.ZipFile, file_size: int) -> dict[str, zipfil
     return members
 
 
-def _read_exact(stream: io.BufferedIOBase, count: int, name: str) -> bytes:
+def _read_exact(stream: IO[bytes], count: int, name: str) -> bytes:
     """Exactly ``count`` bytes of a member (one bounded read), or a refusal if it ends early."""
     data = stream.read(count)
     if len(data) != count:
@@ -682,7 +686,7 @@ def _read_exact(stream: io.BufferedIOBase, count: int, name: str) -> bytes:
     return data
 
 
-def _expect_end(stream: io.BufferedIOBase, name: str) -> None:
+def _expect_end(stream: IO[bytes], name: str) -> None:
     # Reading past the last byte also makes zipfile compare the member's CRC-32.
     if stream.read(1):
         raise _Refusal(
@@ -797,7 +801,7 @@ def _stream_array(
             position += values.size
         _expect_end(stream, info.filename)
     if not direct:
-        order = "F" if header.fortran_order else "C"
+        order: Literal["F", "C"] = "F" if header.fortran_order else "C"
         target[...] = flat.reshape(header.shape, order=order)
 
 
@@ -919,7 +923,8 @@ def save_network(network: Network, path: str | os.PathLike) -> None:
     except _Refusal as refusal:
         raise ModelFileError(f"{path}: cannot save the model: {refusal.problem}; nothing was written.") from None
     buffer = io.BytesIO()
-    np.savez(buffer, metadata=np.array(text), **arrays)
+    # numpy's stub: **arrays could name savez's allow_pickle (a bool), though no array name does
+    np.savez(buffer, metadata=np.array(text), **arrays)  # type: ignore[arg-type]
     atomic_write_bytes(Path(path), buffer.getbuffer())
 
 

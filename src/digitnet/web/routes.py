@@ -143,7 +143,7 @@ def page_router() -> APIRouter:
     """
     router = APIRouter(include_in_schema=False)
     for name, path in (("index.html", "/"), ("app.js", "/static/app.js"), ("style.css", "/static/style.css")):
-        content = resources.files(__package__).joinpath("static", name).read_bytes()
+        content = resources.files(__package__).joinpath("static").joinpath(name).read_bytes()
         _get_and_head(router, path, _static_endpoint(content, _STATIC_FILES[name]))
     return router
 

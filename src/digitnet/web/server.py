@@ -245,6 +245,8 @@ class GuardedH11Protocol(H11Protocol):
     max_connections: ClassVar[int] = ServerLimits.max_connections
     #: Connections in the "head" phase, longest waiting first: the ones to close at the limit.
     waiting: ClassVar[dict[GuardedH11Protocol, None]] = {}
+    #: Set in ``__init__``; the strict connection also keeps the last protocol error for the 400 answer.
+    conn: _StrictH11Connection
 
     def __init__(
         self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: asyncio.AbstractEventLoop | None = None
