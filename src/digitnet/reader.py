@@ -19,7 +19,7 @@ from .nn import Network
 #: The command that produced the shipped file.
 READER_COMMAND = "digitnet train --recipe reader --seed 0 --out src/digitnet/models/reader.npz"
 #: sha256 of ``src/digitnet/models/reader.npz``.
-READER_SHA256 = "0" * 64
+READER_SHA256 = "e364e44ab7aaa1bb8f2ee25be075fd07f5526b937701e2de595f84b4be3a97f3"
 
 
 def reader_path() -> Path:

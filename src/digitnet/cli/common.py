@@ -73,9 +73,14 @@ def load_dataset_for_cli(name: str, data_dir, cache_dir, openml: bool):
     )
 
 
-def load_model(path: str | os.PathLike) -> Network:
-    """Load a model file; the errors are the file format's own clear messages."""
-    return Network.load(path)
+def model_or_reader(path: str | os.PathLike | None) -> tuple[Network, str]:
+    """The model file at ``path``, or the reader model that ships with digitnet when ``path`` is
+    ``None``; with a name to show the user."""
+    if path is not None:
+        return Network.load(path), str(path)
+    from ..reader import load_reader
+
+    return load_reader(), "the reader model that ships with digitnet"
 
 
 class FiniteFloat(click.ParamType):

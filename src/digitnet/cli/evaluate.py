@@ -10,7 +10,8 @@ from rich.table import Table
 
 from ..data import DATASETS
 from ..metrics import evaluate as score
-from .common import console, data_options, load_dataset_for_cli, load_model, status_console
+from ..nn import Network
+from .common import console, data_options, load_dataset_for_cli, status_console
 
 
 @click.command()
@@ -28,7 +29,7 @@ def evaluate(models, dataset, as_json, data_dir, cache_dir, openml) -> None:
 
     Several MODELS are evaluated as an ensemble: their class probabilities are averaged.
     """
-    networks = [load_model(model) for model in models]
+    networks = [Network.load(model) for model in models]
     network = networks[0]
     dataset = dataset or network.metadata.get("dataset", "mnist")
     data = load_dataset_for_cli(dataset, data_dir, cache_dir, openml)

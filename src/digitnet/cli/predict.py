@@ -10,7 +10,8 @@ import numpy as np
 
 from ..errors import ImageError
 from ..preprocess import preprocess_for_model
-from .common import console, load_model, status_console
+from ..nn import Network
+from .common import console, status_console
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -50,7 +51,7 @@ def predict(model, images, as_json, show_dir) -> None:
     MNIST digits were. A file that cannot be read is reported and the others are still read; the
     exit status is 1 if any file failed.
     """
-    network = load_model(model)
+    network = Network.load(model)
     results, failures = [], 0
     plots_written: set[Path] = set()
     for path in images:

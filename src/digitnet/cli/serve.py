@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import DigitnetError
-from .common import DEFAULT_MODEL, load_model
+from .common import model_or_reader
 
 
 def open_socket(host: str, port: int) -> socket.socket:
@@ -131,17 +131,13 @@ def serve(
     """Open a page where you draw a digit and watch MODEL read it as you draw.
 
     It shows the predicted digit, the ten probabilities and the 28x28 image the network sees
-    after the same MNIST-style preprocessing as `digitnet predict`. MODEL defaults to model.npz in
-    the current directory. The JSON API behind the page is described at /openapi.json.
+    after the same MNIST-style preprocessing as `digitnet predict`. Without MODEL it serves the
+    reader model that ships with digitnet. The JSON API behind the page is described at
+    /openapi.json.
     """
-    model = _model_path(model)
-    try:
-        from ..web import create_app
-        from ..web.server import ServerLimits, connection_budget, host_policy
-    except ImportError as error:
-        raise click.ClickException(
-            f"`digitnet serve` needs the web extra ({error}); install it with `pip install 'digitnet[web]'`."
-        ) from None
+    from ..web import create_app
+    from ..web.server import ServerLimits, connection_budget, host_policy
+
     limits = ServerLimits(
         header_timeout=header_timeout,
         body_timeout=body_timeout,
@@ -151,13 +147,14 @@ def serve(
     try:
         names, allow_ip_literals = host_policy(host, allow_hosts)
         connection_budget(max_connections)  # fails early, in one sentence, on a tiny open-file limit
-        app = create_app(load_model(model), allowed_hosts=names, allow_ip_literals=allow_ip_literals)
+        network, name = model_or_reader(model)
+        app = create_app(network, allowed_hosts=names, allow_ip_literals=allow_ip_literals)
     except DigitnetError as error:  # also when called outside the `digitnet` group
         raise click.ClickException(str(error)) from None
 
     sock = open_socket(host, port)
     bound_port = sock.getsockname()[1]
-    click.echo(f"Serving {model} at {page_url(host, bound_port)}  (open it in a browser; Ctrl+C stops)")
+    click.echo(f"Serving {name} at {page_url(host, bound_port)}  (open it in a browser; Ctrl+C stops)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(
             f"Listening on {host}: other machines on your network can reach this page too"
@@ -171,15 +168,3 @@ def serve(
     finally:
         sock.close()
 
-
-def _model_path(model: Path | None) -> Path:
-    """MODEL, or ./model.npz when none is given, or raise :class:`click.ClickException`."""
-    if model is not None:
-        return model
-    if not Path(DEFAULT_MODEL).is_file():
-        raise click.ClickException(
-            f"No MODEL given and no {DEFAULT_MODEL} in the current directory; train one first "
-            "with `digitnet train` (about a minute), or name a model file: "
-            "`digitnet serve path/to/model.npz`."
-        )
-    return Path(DEFAULT_MODEL)

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from ..errors import DigitnetError
-from .common import data_options, load_dataset_for_cli, load_model, status_console
+from ..nn import Network
+from .common import data_options, load_dataset_for_cli, status_console
 
 
 def parse_what(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -66,7 +67,7 @@ def show(model, out, what, index, data_dir, cache_dir, openml) -> None:
 def _draw(model, out: Path, what: tuple[str, ...], index: int, data_dir, cache_dir, openml: bool) -> list[Path]:
     from ..plots import FIGURES, require_history, save_model_plots
 
-    network = load_model(model)
+    network = Network.load(model)
     if "learning-curves" in what:  # asked for by name: fail before drawing anything
         require_history(network, source=str(model))
     what = what or tuple(FIGURES)  # by default, a missing history is a note, not an error
