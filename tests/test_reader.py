@@ -52,3 +52,18 @@ def test_the_reader_scores_its_recorded_accuracy_on_the_mnist_test_set(mnist):
     accuracy = float(np.mean(network.predict(mnist.test_images) == mnist.test_labels))
     assert accuracy == network.metadata["metrics"]["test_accuracy"]
     assert accuracy >= 0.992
+
+
+def test_serve_without_a_model_serves_the_reader(tmp_path):
+    import subprocess
+    import sys
+
+    # An empty folder: no model.npz to fall back on.
+    server = subprocess.Popen([sys.executable, "-m", "digitnet", "serve", "--port", "0"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first_line = server.stdout.readline()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert first_line.startswith("Serving the reader model that ships with digitnet at http://127.0.0.1:")
