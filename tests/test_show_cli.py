@@ -152,3 +152,15 @@ def test_predict_without_show_writes_no_chart(mnist_model_path, digit_files, tmp
     assert result.exit_code == 0, result.output
     assert "plot" not in json.loads(result.stdout)[0]
     assert not list(tmp_path.iterdir())
+
+
+def test_every_figure_name_the_readme_lists_is_one_show_draws():
+    import re
+    from pathlib import Path
+
+    from digitnet.plots import FIGURES
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    listed = re.search(r"digitnet show MODEL .*--what ([a-z,-]+)\]", readme)
+    assert listed, "README.md no longer lists the figures of `digitnet show`"
+    assert listed.group(1).split(",") == list(FIGURES)
