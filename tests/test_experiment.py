@@ -135,6 +135,8 @@ def test_each_model_trains_with_its_default_augmentation_unless_told():
         ({"model": "transformer"}, "unknown model"),
         ({"augment": "extreme"}, "unknown augmentation"),
         ({"recipe": {"learning_rate": 0.1}}, "unknown recipe settings"),
+        ({"dtype": "float16"}, "unknown dtype"),
+        ({"seed": -1}, "non-negative"),
     ],
 )
 def test_a_config_with_an_unknown_setting_is_refused_at_once(fields, message):

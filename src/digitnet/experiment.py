@@ -73,6 +73,10 @@ class ExperimentConfig:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(ARCHITECTURES)}")
         if self.augment not in (None, "none", *STRENGTHS):
             raise ValueError(f"unknown augmentation {self.augment!r}; choose none or one of {', '.join(STRENGTHS)}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose float32 or float64")
+        if self.seed < 0:
+            raise ValueError(f"the seed must be a non-negative integer, not {self.seed}")
         unknown = set(self.recipe) - {f.name for f in fields(TrainConfig)}
         if unknown:
             raise ValueError(f"unknown recipe settings {sorted(unknown)}")
@@ -89,19 +93,6 @@ class ExperimentConfig:
     def train_config(self) -> TrainConfig:
         """The model's recipe for this augmentation, with this experiment's overrides."""
         return resolve_recipe(self.model, self.augment_strength, **self.recipe)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "model": self.model,
-            "hidden": list(self.hidden),
-            "augment": self.augment_strength or "none",
-            "seed": self.seed,
-            "val_size": self.val_size,
-            "dtype": self.dtype,
-            "threads": self.threads,
-            "recipe": dict(self.recipe),
-        }
 
 
 @dataclass
