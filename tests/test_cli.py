@@ -315,3 +315,28 @@ def test_data_errors_become_one_clean_line_also_when_the_data_group_runs_alone(m
         result = CliRunner().invoke(group, args)
         assert result.exit_code == 1
         assert result.output.strip() == "Error: every source failed; put the files in a folder and pass --data-dir."
+
+
+def test_class_names_from_a_model_file_cannot_restyle_the_terminal(runner, tmp_path):
+    from digitnet.experiment import ExperimentConfig, run
+
+    network = run(ExperimentConfig(dataset="digits", hidden=(8,), val_size=100, recipe={"epochs": 1})).network
+    network.class_names = ["\x1b[31mred", "[bold red]loud[/]", *network.class_names[2:]]
+    path = tmp_path / "odd-names.npz"
+    network.save(path)
+    result = invoke(runner, "evaluate", path, "--dataset", "digits")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output
+    assert "[bold red]loud[/]" in result.output and "[31mred" in result.output
+
+
+def test_evaluating_on_another_dataset_than_the_models_says_so(runner, digits_model):
+    from digitnet.nn import Network
+
+    network = Network.load(digits_model[0])
+    network.metadata["dataset"] = "fashion-mnist"
+    path = digits_model[0].with_name("claims-fashion.npz")
+    network.save(path)
+    result = runner.invoke(main, ["evaluate", str(path), "--dataset", "digits"])
+    assert result.exit_code == 0
+    assert "trained on fashion-mnist, not digits" in result.stderr

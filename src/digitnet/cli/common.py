@@ -73,6 +73,14 @@ def load_dataset_for_cli(name: str, data_dir, cache_dir, openml: bool):
     )
 
 
+def printable(name: str) -> str:
+    """A name from a file, safe to print: control characters (terminal escape sequences) dropped and
+    rich markup escaped, so a model's class names cannot restyle or rewrite the terminal."""
+    from rich.markup import escape
+
+    return escape("".join(character for character in name if character.isprintable()))
+
+
 def model_or_reader(path: str | os.PathLike | None) -> tuple[Network, str]:
     """The model file at ``path``, or the reader model that ships with digitnet when ``path`` is
     ``None``; with a name to show the user."""
