@@ -111,15 +111,15 @@ STRENGTHS: dict[str, Strength] = {
     # Other writers, pens and scanners: slant, width, stroke weight, coarse scans, blur.
     "reader": Strength(
         shift=2.0,
-        rotation=12.0,
-        scale=0.12,
-        shear=0.35,
-        elastic=1.0,
-        stretch=0.35,
-        stroke=0.25,
+        rotation=10.0,
+        scale=0.1,
+        shear=0.3,
+        elastic=0.75,
+        stretch=0.25,
+        stroke=0.15,
         low_res=(7, 14),
-        low_res_chance=0.4,
-        blur=1.0,
+        low_res_chance=0.25,
+        blur=0.8,
     ),
 }
 
