@@ -78,7 +78,11 @@ WORK_SIDE = 1000
 # --- the paper and its lighting (see _background) ---
 _SMALL_SIDE = 64  # the background is estimated on a copy at most this large
 _MEDIUM_SIDE = 256  # the ink's side, colour and place are first found on a copy at most this large
-_BACKGROUND_WINDOW = 0.5  # window of the grey closing/opening, as a fraction of the shorter side
+_BACKGROUND_WINDOW = 0.5  # window of the first grey closing/opening: this much of the shorter side
+_NARROW_WINDOW = 4.0  # window of the second: this many stroke widths (no wider than the first)
+_DARK_SHARE = 0.7  # the digit's ink is at least this dark relative to the darkest mark's
+_LOCAL_SIDE = 16  # the ink's side is also judged against a neighbourhood this fraction of the image
+_WEAK_SKEW = 0.25  # a channel whose ink is this much less clear than the clearest follows it
 _PAPER_FLOOR = 0.1  # contrast is relative to the paper's level, never to less than this
 _PAPER_SHARE = 0.5  # the second pass takes as paper what is under this share of the ink's level
 _REFINE_SIGMA = 1 / 32  # ... smoothed over this fraction of the image's longer side
@@ -94,12 +98,14 @@ _MIN_SNR = 8.0  # a digit's strokes are at least this many noise deviations abov
 _HUG_FRACTION = 0.4  # a mark along this much of a side of the image, solid ...
 _SOLID_FILL = 0.8  # ... (filling this much of its bounding box) ...
 _LINE_ASPECT = 4.0  # ... or this long and thin, is the page's edge, the desk or a shadow ...
+_LINE_LENGTH = 0.6  # ... and so is a long thin mark across this much of the image (a ruled line)
 _TOUCH = 0.1  # ... unless it comes this close to the digit (a fraction of the image's size)
 _SPECK_MASS = 0.1  # marks under this fraction of the digit's ink ...
 _NEAR = 0.15  # ... farther from it than this fraction of its size are specks
 _TEXT_MARKS = 5  # this many large marks spread over the page are text, not a digit
 _MIN_DIGIT_SIDE = 0.03  # a digit is at least this fraction of the image's longer side
 _MIN_DIGIT_PIXELS = 12  # ... and has at least this many strong pixels
+_MAX_COVER = 0.5  # ... and covers at most this fraction of the image
 _CUT_CONTACT = 0.7  # a stroke this wide (in stroke widths) along an edge runs out of the image
 _CUT_EXTENT = 0.8  # ... unless the digit fills this fraction of the image across that edge
 _CUT_CENTRE = 0.35  # ... or its centre of mass is farther than this fraction from that edge
@@ -473,32 +479,73 @@ def _ink_contrast(colour: list[np.ndarray], alpha: np.ndarray | None) -> np.ndar
     """Each pixel's contrast with the paper behind it, along the ink's colour: paper 0, ink > 0.
 
     Two passes. First, on a copy at most 256 pixels large: which way each channel's ink goes
-    (:func:`_ink_is_dark`), the paper's level from a grey closing or opening of a 64-pixel copy
-    (:func:`_envelope`), the ink's colour (:func:`_ink_direction`) and where the ink is. Then the
-    paper's level again, more closely, from the paper alone (:func:`_refined_paper`), and each
-    pixel's contrast with it at full size.
+    (:func:`_ink_sides`), the paper's level from a grey closing or opening of a 64-pixel copy
+    with a wide window (:func:`_envelope`), the ink's colour (:func:`_ink_direction`), where the
+    ink is and how wide its strokes are (:func:`_ink_width`). Then the paper's level again, more
+    closely: a closing or opening with a window a few strokes wide (so that a shadow or a smudge
+    wider than that is paper), and no higher than the paper seen around each pixel
+    (:func:`_refined_paper`); and each pixel's contrast with it, at full size.
     """
     _composite(colour, alpha)
     medium = [_shrink(channel, _MEDIUM_SIDE) for channel in colour]
     smalls = [_shrink(channel, _SMALL_SIDE) for channel in medium]
-    darks = [_ink_is_dark(channel, small) for channel, small in zip(medium, smalls, strict=True)]
-    papers = [_envelope(small, dark) for small, dark in zip(smalls, darks, strict=True)]
+    darks = _ink_sides(medium, smalls)
+    wide = max(1, round(_BACKGROUND_WINDOW * min(smalls[0].shape)))
+    papers = [_envelope(small, dark, wide) for small, dark in zip(smalls, darks, strict=True)]
     contrasts = _contrasts(medium, papers, darks)
     direction = _ink_direction(contrasts)
     first = _along(contrasts, direction)
 
-    # The first pass's paper: the blocks of the small copy that hold no pixel above half the
-    # ink's threshold (a shadow's rim or a lighting residue is paper, and is followed this time).
     level, sigma, strong_level = _levels(first)
     if strong_level > level:
+        stroke = _ink_width(first - np.float32(level), strong_level - level)
+        if stroke is not None:
+            scale = smalls[0].shape[1] / medium[0].shape[1]
+            window = int(np.clip(round(_NARROW_WINDOW * stroke * scale), 3, wide))
+            if window < wide:
+                papers = [_envelope(s, d, window) for s, d in zip(smalls, darks, strict=True)]
+                first = _along(_contrasts(medium, papers, darks), direction)
+                level, sigma, strong_level = _levels(first)
+        # The paper so far: the blocks of the small copy that hold no pixel above half the ink's
+        # threshold.
         inked = first > level + max(_NOISE_SIGMAS * sigma, _PAPER_SHARE * (strong_level - level))
         small_size = smalls[0].shape[::-1]
         on_paper = _resize(inked.astype(np.float32), small_size, Image.Resampling.BOX) == 0
         papers = [
-            _refined_paper(small, on_paper.astype(np.float32), paper)
-            for small, paper in zip(smalls, papers, strict=True)
+            _refined_paper(small, on_paper.astype(np.float32), paper, dark)
+            for small, paper, dark in zip(smalls, papers, darks, strict=True)
         ]
     return _along(_contrasts(colour, papers, darks), direction)
+
+
+def _ink_width(contrast: np.ndarray, strong_level: float) -> float | None:
+    """The stroke width (pixels) of the main ink on a first-pass contrast map, if it has any.
+
+    The marks (outlined at half the ink's threshold) that are digit-sized; of those whose ink is
+    nearly as dark as the darkest's, the one with the most ink: that is the digit, not a shadow.
+    """
+    marked = contrast >= _MARK_SHARE * strong_level
+    labels, count = ndimage.label(marked, structure=_EIGHT_NEIGHBOURS)
+    if count == 0:
+        return None
+    flat = labels.ravel()
+    area = np.bincount(flat, minlength=count + 1)
+    mass = np.bincount(flat, weights=contrast.ravel(), minlength=count + 1)
+    strong = np.bincount(flat[(contrast >= strong_level).ravel()], minlength=count + 1)
+    boxes = ndimage.find_objects(labels)
+    smallest = max(3, _MIN_DIGIT_SIDE * max(contrast.shape))
+    marks = [
+        mark for mark in range(1, count + 1)
+        if strong[mark] >= _MIN_DIGIT_PIXELS
+        and max(extent.stop - extent.start for extent in boxes[mark - 1]) >= smallest
+    ]
+    if not marks:
+        return None
+    darkness = {mark: mass[mark] / area[mark] for mark in marks}
+    darkest = max(darkness.values())
+    main = max((mark for mark in marks if darkness[mark] >= _DARK_SHARE * darkest),
+               key=lambda mark: mass[mark])
+    return _bar_width(labels[boxes[main - 1]] == main)
 
 
 def _shrink(channel: np.ndarray, side: int) -> np.ndarray:
@@ -566,16 +613,15 @@ def _along(contrasts: list[np.ndarray], direction: np.ndarray) -> np.ndarray:
     return ink
 
 
-def _envelope(small: np.ndarray, dark_ink: bool) -> np.ndarray:
+def _envelope(small: np.ndarray, dark_ink: bool, window: int) -> np.ndarray:
     """The paper's level on a small copy: a grey closing (dark ink) or opening (light ink).
 
     The closing (maximum then minimum filter) removes every dark feature narrower than its
-    window, half the copy's shorter side, and keeps everything else: linear gradients, vignettes
-    (bright in the middle) and shadows wider than the window are kept exactly.
+    window and keeps everything else: linear gradients, vignettes (bright in the middle) and
+    shadows wider than the window are kept exactly. It never lies below the image.
     """
-    window = max(1, round(_BACKGROUND_WINDOW * min(small.shape)))
-    # Beyond its edges the page is continued with the slope it has there (a point reflection), so
-    # that light falling off towards the edges is followed there too.
+    # Beyond its edges the page is mirrored: a stroke that reaches the edge is still a narrow
+    # feature, and a band along the border (the desk) twice as wide.
     padded = np.pad(small, window, mode="reflect", reflect_type="odd")
     if dark_ink:
         paper = ndimage.grey_closing(padded, size=(window, window), mode="nearest")
@@ -584,18 +630,24 @@ def _envelope(small: np.ndarray, dark_ink: bool) -> np.ndarray:
     return np.ascontiguousarray(paper[window:-window, window:-window])
 
 
-def _refined_paper(small: np.ndarray, on_paper: np.ndarray, envelope: np.ndarray) -> np.ndarray:
+def _refined_paper(
+    small: np.ndarray, on_paper: np.ndarray, envelope: np.ndarray, dark_ink: bool
+) -> np.ndarray:
     """The paper's level from the paper around each pixel (normalised Gaussian smoothing).
 
     Where the first pass saw paper, this follows the paper closely (at the scale of a few pixels
-    of the small copy); under the ink it is filled in from the paper around it; far inside large
-    inked areas, where there is no paper near, it falls back to ``envelope``.
+    of the small copy): the rim of a shadow, light falling off towards the edges. Under the ink it
+    is filled in from the paper around it; far inside large inked areas, where there is no paper
+    near, it falls back to the envelope. It never goes past the envelope, which the image never
+    passes (a closing lies above the image, an opening below), so that a dark band along the
+    border (the desk beyond the page) stays paper rather than being half blended into it.
     """
     sigma = _REFINE_SIGMA * max(small.shape)
     weight = ndimage.gaussian_filter(on_paper, sigma, mode="nearest")
     total = ndimage.gaussian_filter(small * on_paper, sigma, mode="nearest")
     fallback = np.float32(_REFINE_FALLBACK)
-    return (total + fallback * envelope) / (weight + fallback)
+    refined = (total + fallback * envelope) / (weight + fallback)
+    return np.minimum(refined, envelope) if dark_ink else np.maximum(refined, envelope)
 
 
 def _levels(contrast: np.ndarray) -> tuple[float, float, float]:
@@ -619,14 +671,56 @@ def _sample(array: np.ndarray, size: int = 65_536) -> np.ndarray:
     return array[::step, ::step]
 
 
-def _ink_is_dark(channel: np.ndarray, small: np.ndarray) -> bool:
-    """Whether the ink in ``channel`` is darker than the paper (``small``: a shrunk copy).
+def _ink_sides(mediums: list[np.ndarray], smalls: list[np.ndarray]) -> list[bool]:
+    """For each channel, whether its ink is darker than the paper (else lighter).
 
-    The light on the paper is taken out first: a quadratic surface (gradient and vignette) fitted
-    to the image's border, which is paper but for the odd stroke (a robust fit: starting from the
-    border's median, refitted three times to the pixels within three deviations of the fit). The paper is then the most common level, and the ink lies far to one
-    side of it: the third moment about that level has the ink's sign. This holds for sparse ink
-    (a photo, an MNIST digit) and dense ink (a bold digit filling its image) alike.
+    Two views of the same fact, that ink is the minority of the page and lies far to one side of
+    the paper, each measured as a skewness (third moment over the cubed standard deviation):
+
+    * globally (:func:`_global_skew`): the pixels about the paper's most common level, once the
+      light's large-scale variation is taken out; this reads dense ink (a bold digit filling a
+      tight crop) right;
+    * locally (:func:`_local_skew`): the pixels about their neighbourhood's mean (1/16 of the
+      image); this reads thin ink on a page with shadows right.
+
+    Their sum has the ink's sign. A channel in which the ink hardly differs from the paper (blue
+    ink in the blue channel) follows the channel in which it differs most.
+    """
+    scores = [
+        _global_skew(medium, small) + _local_skew(medium)
+        for medium, small in zip(mediums, smalls, strict=True)
+    ]
+    strongest = max(scores, key=abs)
+    return [
+        (score if abs(score) >= _WEAK_SKEW * abs(strongest) else strongest) <= 0.0
+        for score in scores
+    ]
+
+
+def _skewness(deviation: np.ndarray) -> float:
+    """Third moment over the cubed standard deviation (both about 0), clipped to [-4, 4]."""
+    deviation = deviation.astype(np.float64)
+    square = deviation * deviation
+    spread = float(square.mean())
+    if spread < 1e-12:
+        return 0.0
+    return float(np.clip(float((square * deviation).mean()) / spread**1.5, -4.0, 4.0))
+
+
+def _local_skew(channel: np.ndarray) -> float:
+    """Skewness of ``channel`` about the mean of its neighbourhood (1/16 of the image)."""
+    coarse = _shrink(channel, _LOCAL_SIDE)
+    if coarse.shape == channel.shape:
+        return 0.0
+    return _skewness(channel - _resize(coarse, channel.shape[::-1], Image.Resampling.BILINEAR))
+
+
+def _global_skew(channel: np.ndarray, small: np.ndarray) -> float:
+    """Skewness of ``channel`` about the paper's most common level, the light taken out.
+
+    The light is a quadratic surface (gradient and vignette) fitted to the image's border, which
+    is paper but for the odd stroke (a robust fit: starting from the border's median, refitted
+    three times to the pixels within three deviations of the fit).
     """
     sample = _sample(channel)
     rows, cols = small.shape
@@ -640,7 +734,7 @@ def _ink_is_dark(channel: np.ndarray, small: np.ndarray) -> bool:
         design = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=1)
         values = small[on_border].astype(np.float64)
         c = np.array([np.median(values), 0, 0, 0, 0, 0])
-        for _ in range(3):  # robust: refit to the border pixels within 3 deviations of the fit
+        for _ in range(3):
             misfit = np.abs(design @ c - values)
             use = misfit <= max(3 * 1.4826 * float(np.median(misfit)), 0.01)
             c = np.linalg.lstsq(design[use], values[use], rcond=None)[0]
@@ -655,8 +749,7 @@ def _ink_is_dark(channel: np.ndarray, small: np.ndarray) -> bool:
         counts, edges = np.histogram(sample, bins=64, range=(float(low), float(high)))
         peak = int(np.argmax(counts))
         level = float(edges[peak] + edges[peak + 1]) / 2
-    deviation = (sample - np.float32(level)).astype(np.float64)
-    return float(np.sum(deviation * deviation * deviation)) <= 0.0
+    return _skewness(sample - np.float32(level))
 
 
 def _resize(array: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
@@ -743,8 +836,9 @@ def _digit_marks(
         raise _no_digit(name, f"{marks.size} separate marks, like noise or text")
 
     # The page's edge, the desk beyond it and broad shadows lie along a good part of the image's
-    # border, and are solid (they fill most of their bounding box) or long and thin. A digit can
-    # touch the border too (a tight crop) but is neither.
+    # border, and are solid (they fill most of their bounding box) or long and thin; ruled lines
+    # and the page's edge run across most of the image. A digit can touch the border too (a tight
+    # crop) but is neither.
     area = np.bincount(labels.ravel(), minlength=mass.size)
     hugging = np.zeros(mass.size, dtype=bool)
     for side in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
@@ -753,9 +847,10 @@ def _digit_marks(
     def clutter(mark: int) -> bool:
         rows, cols = (extent.stop - extent.start for extent in boxes[mark - 1])
         long, short = max(rows, cols), min(rows, cols)
-        return bool(hugging[mark]) and (
-            area[mark] >= _SOLID_FILL * rows * cols or long >= _LINE_ASPECT * short
-        )
+        line = long >= _LINE_ASPECT * short
+        if line and (rows >= _LINE_LENGTH * height or cols >= _LINE_LENGTH * width):
+            return True  # a ruled line, or the page's edge, across most of the image
+        return bool(hugging[mark]) and (area[mark] >= _SOLID_FILL * rows * cols or line)
 
     def size_of(mark: int) -> int:
         return max(extent.stop - extent.start for extent in boxes[mark - 1])
@@ -769,6 +864,8 @@ def _digit_marks(
     size = size_of(main)
     if size < smallest:
         raise _no_digit(name, "only specks")
+    if area[main] > _MAX_COVER * height * width:
+        raise _no_digit(name, "marks all over it, like noise or a texture")
     if len(candidates) < marks.size:
         # Border clutter that comes close to the digit is part of it (a digit in a tight crop,
         # split in two by the threshold), not the page's edge.
