@@ -99,6 +99,7 @@ _HUG_FRACTION = 0.4  # a mark along this much of a side of the image, solid ...
 _SOLID_FILL = 0.8  # ... (filling this much of its bounding box) ...
 _LINE_ASPECT = 4.0  # ... or this long and thin, is the page's edge, the desk or a shadow ...
 _LINE_LENGTH = 0.6  # ... and so is a long thin mark across this much of the image (a ruled line)
+_LINE_LONGER = 1.5  # ... and this many times as long as any other mark (a 1 is no longer than a 7)
 _TOUCH = 0.1  # ... unless it comes this close to the digit (a fraction of the image's size)
 _SPECK_MASS = 0.1  # marks under this fraction of the digit's ink ...
 _NEAR = 0.15  # ... farther from it than this fraction of its size are specks
@@ -844,16 +845,26 @@ def _digit_marks(
     for side in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
         hugging |= np.bincount(side, minlength=mass.size) >= _HUG_FRACTION * side.size
 
-    def clutter(mark: int) -> bool:
-        rows, cols = (extent.stop - extent.start for extent in boxes[mark - 1])
-        long, short = max(rows, cols), min(rows, cols)
-        line = long >= _LINE_ASPECT * short
-        if line and (rows >= _LINE_LENGTH * height or cols >= _LINE_LENGTH * width):
-            return True  # a ruled line, or the page's edge, across most of the image
-        return bool(hugging[mark]) and (area[mark] >= _SOLID_FILL * rows * cols or line)
-
     def size_of(mark: int) -> int:
         return max(extent.stop - extent.start for extent in boxes[mark - 1])
+
+    def is_line(mark: int) -> bool:
+        rows, cols = (extent.stop - extent.start for extent in boxes[mark - 1])
+        return max(rows, cols) >= _LINE_ASPECT * min(rows, cols)
+
+    # Marks other than lines set the scale a digit has on this page.
+    scale = max((size_of(mark) for mark in marks if not is_line(mark)), default=0)
+
+    def clutter(mark: int) -> bool:
+        rows, cols = (extent.stop - extent.start for extent in boxes[mark - 1])
+        line = is_line(mark)
+        if (
+            line
+            and (rows >= _LINE_LENGTH * height or cols >= _LINE_LENGTH * width)
+            and size_of(mark) >= _LINE_LONGER * scale
+        ):
+            return True  # a ruled line, or the page's edge, across the image and the digit
+        return bool(hugging[mark]) and (area[mark] >= _SOLID_FILL * rows * cols or line)
 
     smallest = max(3, _MIN_DIGIT_SIDE * max(height, width))
     candidates = [
