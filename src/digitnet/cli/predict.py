@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import stat
+import unicodedata
 from pathlib import Path
 
 import click
 import numpy as np
+from rich.markup import escape
 
 from ..errors import ImageError
 from ..preprocess import preprocess_for_model
@@ -35,9 +38,39 @@ def probability_plot_path(folder: Path, image: str, taken: set[Path]) -> Path:
     return path
 
 
+def shown(text: object) -> str:
+    """``text`` made safe for the terminal: control characters dropped, rich markup escaped.
+
+    Class names come from the model file and file names from the user: neither may move the
+    cursor, clear the screen or change colours, nor be read as ``[markup]``.
+    """
+    printable = "".join(ch for ch in str(text) if unicodedata.category(ch) not in ("Cc", "Cf"))
+    return escape(printable)
+
+
+def not_a_file(path: str) -> str | None:
+    """Why ``path`` cannot be read as an image file, or None if it is a regular file.
+
+    Checked before opening: opening a folder fails, and opening a named pipe (FIFO) or a device
+    waits forever for data that may never come.
+    """
+    try:
+        mode = Path(path).stat().st_mode
+    except FileNotFoundError:
+        return f"Image file '{path}' does not exist; check the path."
+    except OSError as error:
+        return f"Image file '{path}' cannot be read ({error.strerror or error}); check the path."
+    if stat.S_ISDIR(mode):
+        return f"'{path}' is a directory, not an image file; give the path of a PNG or JPEG file."
+    if not stat.S_ISREG(mode):
+        return (f"'{path}' is not a regular file (a pipe, socket or device); save the image as a "
+                "PNG or JPEG file and give its path.")
+    return None
+
+
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list with one object per file.")
 @click.option("--show", "show_dir", type=click.Path(file_okay=False, path_type=Path), is_flag=False,
               flag_value=Path("predictions"), default=None, callback=check_show_dir, metavar="[DIR]",
@@ -47,40 +80,59 @@ def probability_plot_path(folder: Path, image: str, taken: set[Path]) -> Path:
 def predict(model, images, as_json, show_dir) -> None:
     """Predict the digit in each IMAGE (PNG, JPEG, BMP; any size, colour, polarity) with MODEL.
 
-    Each image is cropped to its ink, scaled into a 20x20 box and centred by mass in 28x28, as the
-    MNIST digits were. A file that cannot be read is reported and the others are still read; the
-    exit status is 1 if any file failed.
+    The digit is found on the page (the paper's colour and uneven light taken out, specks and
+    the page's edge dropped), cropped to its ink, scaled into a 20x20 box and centred by mass in
+    28x28, as the MNIST digits were. An image without one whole digit (a blank page, two digits
+    side by side, a digit cut off by the edge) is refused with a reason rather than guessed.
+
+    Each file is read on its own: one that cannot be read (missing, a folder, not an image,
+    refused) is reported and the others are still read; the exit status is 1 if any file failed.
+    With --json each failed file gets {"file": ..., "error": ...}.
     """
     network = Network.load(model)
     results, failures = [], 0
     plots_written: set[Path] = set()
+
+    def fail(path: str, message: str) -> None:
+        nonlocal failures
+        failures += 1
+        results.append({"file": path, "error": message})
+        if not as_json:
+            status_console.print(f"[red]{shown(path)}: {shown(message)}[/red]")
+
     for path in images:
+        problem = not_a_file(path)
+        if problem is not None:
+            fail(path, problem)
+            continue
         try:
             x = preprocess_for_model(path, network.input_shape)
         except ImageError as error:
-            failures += 1
-            results.append({"file": path, "error": str(error)})
-            if not as_json:
-                status_console.print(f"[red]{path}: {error}[/red]")
+            fail(path, str(error))
             continue
         probabilities = network.predict_proba(x[np.newaxis])[0]
+        if not np.isfinite(probabilities).all():
+            fail(path, "The model gave NaN or infinite probabilities for this image; its weights "
+                       "are damaged: train or download the model again.")
+            continue
         digit = int(probabilities.argmax())
-        results.append({"file": path, "digit": digit, "label": network.class_names[digit],
+        label = network.class_names[digit]
+        results.append({"file": path, "digit": digit, "label": label,
                         "probabilities": [round(float(p), 6) for p in probabilities]})
         if show_dir is not None:
             from ..plots import plot_probabilities, save_figure
 
             seen = np.asarray(x).reshape(network.input_shape)[0]  # the (H, W) input, first channel
-            title = f"{Path(path).name}: {network.class_names[digit]} ({probabilities[digit]:.1%})"
+            title = f"{Path(path).name}: {label} ({probabilities[digit]:.1%})"
             figure = plot_probabilities(probabilities, seen, network.class_names, title=title,
                                         image_title="what the network sees")
             plot = save_figure(figure, probability_plot_path(show_dir, path, plots_written))
             results[-1]["plot"] = str(plot)
         if not as_json:
-            shown = f"  → {results[-1]['plot']}" if show_dir is not None else ""
-            console.print(f"{path}: [bold]{network.class_names[digit]}[/bold] "
-                          f"({probabilities[digit]:.1%}){shown}")
+            plot_note = f"  → {shown(results[-1]['plot'])}" if show_dir is not None else ""
+            console.print(f"{shown(path)}: [bold]{shown(label)}[/bold] "
+                          f"({probabilities[digit]:.1%}){plot_note}")
     if as_json:
-        click.echo(json.dumps(results))
+        click.echo(json.dumps(results, allow_nan=False))
     if failures:
         raise SystemExit(1)
