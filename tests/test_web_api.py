@@ -445,18 +445,19 @@ def serve_command(monkeypatch):
     return serve_module.serve, served
 
 
-def test_serve_without_a_model_says_how_to_train_one(serve_command, tmp_path, monkeypatch):
+def test_serve_without_a_model_serves_the_shipped_reader(serve_command, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     serve, served = serve_command
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(serve, [])
-    assert result.exit_code == 1
-    assert "model.npz" in result.output and "digitnet train" in result.output
-    assert "Traceback" not in result.output and not served
+    result = CliRunner().invoke(serve, ["--port", "0"])
+    assert result.exit_code == 0, result.output
+    assert "Serving the reader model that ships with digitnet" in result.output
+    model = TestClient(served["app"], base_url="http://127.0.0.1").get("/api/model").json()
+    assert model["architecture"].startswith("784-conv5x5:16")
 
 
-def test_serve_uses_model_npz_in_the_current_directory_on_loopback_and_prints_the_url(
+def test_serve_serves_the_model_it_is_given_on_loopback_and_prints_the_url(
     serve_command, network, tmp_path, monkeypatch
 ):
     from click.testing import CliRunner
@@ -464,7 +465,7 @@ def test_serve_uses_model_npz_in_the_current_directory_on_loopback_and_prints_th
     serve, served = serve_command
     monkeypatch.chdir(tmp_path)
     network.save(tmp_path / "model.npz")
-    result = CliRunner().invoke(serve, ["--port", "0"])
+    result = CliRunner().invoke(serve, ["model.npz", "--port", "0"])
     assert result.exit_code == 0, result.output
     host, port = served["address"]
     assert host == "127.0.0.1" and port > 0
