@@ -73,12 +73,17 @@ def load_dataset_for_cli(name: str, data_dir, cache_dir, openml: bool):
     )
 
 
-def printable(name: str) -> str:
-    """A name from a file, safe to print: control characters (terminal escape sequences) dropped and
-    rich markup escaped, so a model's class names cannot restyle or rewrite the terminal."""
+def printable(text: object) -> str:
+    """``text`` made safe for the terminal: control and format characters dropped, rich markup escaped.
+
+    Class names come from the model file and file names from the user: neither may move the
+    cursor, clear the screen or change colours, nor be read as ``[markup]``.
+    """
+    import unicodedata
+
     from rich.markup import escape
 
-    return escape("".join(character for character in name if character.isprintable()))
+    return escape("".join(ch for ch in str(text) if unicodedata.category(ch) not in ("Cc", "Cf")))
 
 
 def model_or_reader(path: str | os.PathLike | None) -> tuple[Network, str]:
