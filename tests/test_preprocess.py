@@ -181,22 +181,16 @@ def test_a_faint_speck_far_from_the_digit_does_not_shrink_it(reference):
 def stroke_width(digit: np.ndarray) -> float:
     """Mean stroke width in pixels: 2 x area / outline length of the ink above one half."""
     mask = np.pad(digit > 0.5, 1)
-    outline = np.count_nonzero(mask[1:] != mask[:-1]) + np.count_nonzero(
-        mask[:, 1:] != mask[:, :-1]
-    )
+    outline = np.count_nonzero(mask[1:] != mask[:-1]) + np.count_nonzero(mask[:, 1:] != mask[:, :-1])
     return 2 * mask.sum() / outline
 
 
 @pytest.mark.parametrize("width_ratio", [0.005, 0.3], ids=["hairline", "marker"])
-def test_hairline_and_marker_strokes_come_out_about_as_wide_as_mnist_strokes(
-    width_ratio, reference
-):
+def test_hairline_and_marker_strokes_come_out_about_as_wide_as_mnist_strokes(width_ratio, reference):
     # MNIST strokes are 1.3 to 3.1 pixels wide (5th to 95th percentile of stroke_width); much
     # thinner or thicker ones are misread by a network trained on MNIST, so to_mnist redraws them.
     # Left alone, these would come out about 0.7 and 6 pixels wide.
-    digit = to_mnist(
-        ink_of(draw(canvas=(1200, 1200), box=(100, 100, 1000), width_ratio=width_ratio))
-    )
+    digit = to_mnist(ink_of(draw(canvas=(1200, 1200), box=(100, 100, 1000), width_ratio=width_ratio)))
     assert 1.3 < stroke_width(digit) < 3.3
     assert correlation(digit, reference) > 0.75  # left alone: 0.70 and 0.62
 
@@ -255,9 +249,7 @@ def test_grey_paper_becomes_a_black_background(tmp_path, reference):
     [(0, 0, 0, 255), (255, 255, 255, 255), (200, 30, 30, 255)],
     ids=["black", "white", "red"],
 )
-def test_a_canvas_png_with_a_transparent_background_is_read_like_a_drawing_on_paper(
-    tmp_path, reference, stroke
-):
+def test_a_canvas_png_with_a_transparent_background_is_read_like_a_drawing_on_paper(tmp_path, reference, stroke):
     # HTML canvases export transparent (0, 0, 0, 0) pixels around the strokes.
     path = save(draw(mode="RGBA", paper=(0, 0, 0, 0), ink=stroke), tmp_path / "canvas.png")
     assert correlation(preprocess_file(path), reference) > 0.99
@@ -295,9 +287,7 @@ def test_jpeg_bmp_gif_and_webp_files_give_the_same_digit_as_png(tmp_path, refere
 
 
 def test_a_sideways_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_path, reference):
-    stored = draw(paper=255, ink=0).transpose(
-        Image.Transpose.ROTATE_90
-    )  # camera stored it sideways
+    stored = draw(paper=255, ink=0).transpose(Image.Transpose.ROTATE_90)  # camera stored it sideways
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     path = save(stored, tmp_path / "photo.jpg", exif=exif, quality=95)
@@ -330,9 +320,7 @@ def test_preprocess_for_model_shapes_the_digit_as_the_network_input(tmp_path, sh
 
 
 @pytest.mark.parametrize("shape", [(1, 14, 14), (196,)])
-def test_preprocess_for_model_shrinks_the_digit_by_area_averaging_for_a_smaller_model(
-    tmp_path, shape
-):
+def test_preprocess_for_model_shrinks_the_digit_by_area_averaging_for_a_smaller_model(tmp_path, shape):
     path = save(draw(FOUR, paper=255, ink=0), tmp_path / "four.png")
     x = preprocess_for_model(path, shape)
     assert x.shape == shape and x.dtype == np.float32
@@ -358,9 +346,7 @@ def test_a_blank_image_file_is_an_image_error_naming_the_file(tmp_path, image):
         preprocess_file(path)
 
 
-@pytest.mark.parametrize(
-    "ink", [np.zeros((280, 280)), np.full((50, 50), 0.01)], ids=["zeros", "faint-noise"]
-)
+@pytest.mark.parametrize("ink", [np.zeros((280, 280)), np.full((50, 50), 0.01)], ids=["zeros", "faint-noise"])
 def test_a_blank_drawing_is_an_image_error(ink):
     with pytest.raises(ImageError, match="blank: no ink"):
         to_mnist(ink)
@@ -390,20 +376,14 @@ def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares ``width`` x ``height`` pixels but holds no pixel data at all."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
-@pytest.mark.parametrize(
-    ("width", "height"), [(8000, 6000), (100_000, 100_000)], ids=["48MP", "10GP"]
-)
-def test_a_huge_image_is_refused_from_its_header_without_decoding_it(
-    tmp_path, monkeypatch, width, height
-):
+@pytest.mark.parametrize(("width", "height"), [(8000, 6000), (100_000, 100_000)], ids=["48MP", "10GP"])
+def test_a_huge_image_is_refused_from_its_header_without_decoding_it(tmp_path, monkeypatch, width, height):
     assert width * height > MAX_IMAGE_PIXELS
     path = tmp_path / "bomb.png"
     path.write_bytes(png_header_only(width, height))

@@ -94,7 +94,8 @@ def predict(paths, as_json, show_dir) -> None:
     if not images:
         raise click.UsageError("give at least one IMAGE after the model file")
     network, _ = model_or_reader(model)
-    results, failures = [], 0
+    results: list[dict[str, object]] = []
+    failures = 0
     plots_written: set[Path] = set()
 
     def fail(path: str, message: str) -> None:
