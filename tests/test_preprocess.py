@@ -1,17 +1,20 @@
 """Tests for digitnet.preprocess: any image in, an MNIST-like 28x28 digit out.
 
-The digits are drawn here with PIL.ImageDraw, so the tests need no files outside the repository.
+The digits are drawn here with PIL.ImageDraw, and photographed pages (paper, light, shadows, pens,
+dust, noise, JPEG) are made here too, so most tests need no files outside the repository; the
+false-refusal checks also read MNIST (the ``mnist`` fixture) and scikit-learn's digits.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFile
+from PIL import Image, ImageDraw, ImageFile, ImageFilter, ImageFont
 
 from digitnet.errors import ImageError
 from digitnet.preprocess import (
@@ -437,3 +440,322 @@ def test_to_mnist_accepts_integer_and_boolean_arrays(reference):
     binary = ink_of(draw()) > 0.5
     assert correlation(to_mnist(binary), reference) > 0.99
     assert correlation(to_mnist(binary.astype(np.uint8)), reference) > 0.99
+
+
+# --- digits on real pages: paper, light, pens, dust, JPEG --------------------------------------
+
+
+def pen_ink(strokes=SEVEN, side: int = 160, width_ratio: float = 0.12) -> np.ndarray:
+    """A digit as anti-aliased ink in [0, 1] (drawn 4x larger and shrunk), ``side`` pixels square."""
+    big = draw(strokes, canvas=(4 * side, 4 * side), box=(side // 2, side // 2, 3 * side), width_ratio=width_ratio)
+    return np.asarray(big.resize((side, side), Image.Resampling.BOX), dtype=np.float32) / 255
+
+
+def photo(
+    ink: np.ndarray,
+    size: tuple[int, int] = (480, 360),
+    at: tuple[int, int] = (150, 90),
+    paper=(205, 200, 190),
+    pen=(40, 50, 150),
+    light: float = 0.4,
+    shadow: float = 0.0,
+    specks: int = 0,
+    noise: float = 0.0,
+    blur: float = 0.0,
+    quality: int | None = None,
+    seed: int = 0,
+) -> bytes:
+    """``ink`` written with ``pen`` on a page of ``paper`` and photographed: the file's bytes.
+
+    ``light``: how much darker the far corner is than the near one (a gradient); ``shadow``: how
+    much light a shadow across the top left takes away; ``specks``: dark dots of dust away from
+    the digit; then blur, sensor noise (standard deviation in grey levels) and JPEG ``quality``.
+    """
+    rng = np.random.default_rng(seed)
+    width, height = size
+    page_ink = np.zeros((height, width), dtype=np.float32)
+    left, top = at
+    rows, cols = min(ink.shape[0], height - top), min(ink.shape[1], width - left)
+    page_ink[top : top + rows, left : left + cols] = ink[:rows, :cols]
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    lighting = 1 - light * (0.6 * x / width + 0.4 * y / height)
+    if shadow:
+        lighting *= 1 - shadow / (1 + np.exp((x + y - 0.35 * (width + height)) / 12))
+    colour = np.asarray(paper, np.float32) * (1 - page_ink[..., None])
+    colour += np.asarray(pen, np.float32) * page_ink[..., None]
+    image = Image.fromarray(np.clip(colour * lighting[..., None], 0, 255).astype(np.uint8))
+    dust = ImageDraw.Draw(image)
+    placed = 0
+    while placed < specks:
+        sx, sy = int(rng.integers(width)), int(rng.integers(height))
+        if left - 20 < sx < left + cols + 20 and top - 20 < sy < top + rows + 20:
+            continue
+        radius = float(rng.uniform(1, 2.5))
+        dust.ellipse([sx - radius, sy - radius, sx + radius, sy + radius], fill=(60, 60, 60))
+        placed += 1
+    if blur:
+        image = image.filter(ImageFilter.GaussianBlur(blur))
+    if noise:
+        pixels = np.asarray(image, np.float32) + rng.normal(0, noise, (height, width, 3))
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG" if quality else "PNG", **({"quality": quality} if quality else {}))
+    return buffer.getvalue()
+
+
+def aligned_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """The best correlation of ``a`` with ``b`` shifted by at most one pixel each way.
+
+    Centring by mass moves a digit by whole pixels: a hair's difference in the ink can move it
+    one pixel, which for thin strokes alone would halve a plain correlation.
+    """
+    return max(correlation(np.roll(a, (dy, dx), axis=(0, 1)), b) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
+@pytest.fixture(scope="module")
+def clean_seven() -> np.ndarray:
+    """The pen-drawn seven as the digit it should come out as: its ink straight through to_mnist."""
+    return to_mnist(pen_ink())
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        {"paper": (150, 150, 150), "pen": (30, 30, 30), "light": 0.5},
+        {"light": 0.45, "shadow": 0.45},
+        {"paper": (235, 225, 195), "pen": (30, 45, 160), "noise": 4, "blur": 0.8, "quality": 70},
+        {"light": 0.4, "shadow": 0.4, "specks": 15, "noise": 4, "blur": 0.8, "quality": 70},
+        {"paper": (235, 235, 230), "pen": (150, 150, 150), "light": 0.3, "noise": 3, "quality": 80},
+        {"paper": (45, 55, 50), "pen": (235, 235, 225), "light": 0.4, "noise": 3, "quality": 85},
+    ],
+    ids=[
+        "grey-paper-uneven-light",
+        "shadow",
+        "blue-pen-on-cream-jpeg",
+        "shadow-specks-noise-jpeg",
+        "faint-pencil",
+        "chalk-on-a-dark-board",
+    ],
+)
+def test_a_photographed_digit_comes_out_like_the_clean_digit(clean_seven, page):
+    digit = preprocess_file(photo(pen_ink(), **page))
+    assert aligned_correlation(digit, clean_seven) > 0.9
+
+
+def test_the_old_way_kept_the_lit_grey_page_as_a_box_around_a_faint_digit(clean_seven):
+    # Regression guard: the page's paper and light must not show up as ink at all.
+    ink = load_image(photo(pen_ink(), light=0.45, shadow=0.45))
+    assert np.count_nonzero(ink[:60]) == 0 and np.count_nonzero(ink[:, :100]) == 0
+    assert ink[90:250, 150:310].max() == pytest.approx(1.0)
+
+
+def test_the_paper_becomes_zero_and_the_strokes_keep_soft_anti_aliased_edges():
+    ink = load_image(photo(pen_ink(), noise=3, quality=85))
+    digit = ink[90:250, 150:310]
+    assert np.count_nonzero(ink) == np.count_nonzero(digit)  # nothing outside the digit
+    soft = np.count_nonzero((digit > 0.1) & (digit < 0.9))
+    assert soft > 0.2 * np.count_nonzero(digit > 0.5)
+
+
+def test_specks_of_dust_away_from_the_digit_are_dropped():
+    clean = load_image(photo(pen_ink()))
+    dusty = load_image(photo(pen_ink(), specks=25, seed=3))
+    assert np.count_nonzero(dusty) == np.count_nonzero(clean)
+    assert np.abs(dusty - clean).max() < 0.05
+
+
+def test_a_broken_stroke_is_kept_with_the_digit():
+    ink = pen_ink(FOUR)
+    ink[60:70, :] = 0  # a gap across the 4: its top part is a separate mark
+    digit = preprocess_file(photo(ink))
+    assert aligned_correlation(digit, to_mnist(ink)) > 0.95
+
+
+def test_the_desk_beyond_the_edge_of_the_page_is_not_taken_for_ink(clean_seven):
+    image = Image.open(io.BytesIO(photo(pen_ink(), light=0.3))).convert("RGB")
+    ImageDraw.Draw(image).polygon([(0, 0), (60, 0), (40, 360), (0, 360)], fill=(70, 55, 40))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    assert aligned_correlation(preprocess_file(buffer.getvalue()), clean_seven) > 0.9
+
+
+def test_a_ruled_line_across_the_page_is_not_taken_for_part_of_the_digit(clean_seven):
+    image = Image.open(io.BytesIO(photo(pen_ink(), light=0.3))).convert("RGB")
+    ImageDraw.Draw(image).line([(0, 300), (480, 300)], fill=(120, 140, 190), width=3)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    assert aligned_correlation(preprocess_file(buffer.getvalue()), clean_seven) > 0.9
+
+
+def test_a_12_megapixel_photo_is_decoded_reduced_and_read_whole(tmp_path, clean_seven):
+    ink = pen_ink(side=1200)
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(photo(ink, size=(4000, 3000), at=(1400, 900), light=0.4, noise=3, quality=90))
+    ink_map = load_image(path)
+    assert max(ink_map.shape) <= 1000 and ink_map.shape[1] * 3 == ink_map.shape[0] * 4
+    assert aligned_correlation(preprocess_file(path), clean_seven) > 0.9
+
+
+# --- refusals: no digit, several digits, a digit cut off ---------------------------------------
+
+
+NO_DIGIT = r"holds no digit-like mark .*; write one digit, dark on light or light on dark"
+
+
+def noise_page(kind: str) -> bytes:
+    rng = np.random.default_rng(7)
+    if kind == "uniform":
+        pixels = rng.integers(0, 256, (300, 400), dtype=np.uint8)
+    else:  # dust: a clean page with hundreds of dark dots
+        pixels = np.full((300, 400), 240, dtype=np.uint8)
+        pixels[rng.random((300, 400)) < 0.02] = 40
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def text_page() -> bytes:
+    image = Image.new("L", (600, 400), 235)
+    pen = ImageDraw.Draw(image)
+    try:
+        font = ImageFont.load_default(size=44)
+    except TypeError:  # Pillow before 10.1: a fixed small font
+        pytest.skip("this Pillow has no scalable default font")
+    for row, line in enumerate(["The quick brown", "fox jumps over", "the lazy dog."]):
+        pen.text((20, 20 + 110 * row), line, fill=30, font=font)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: photo(np.zeros((10, 10), np.float32), light=0.4, shadow=0.4, noise=4, quality=75),
+        lambda: noise_page("uniform"),
+        lambda: noise_page("dust"),
+        text_page,
+    ],
+    ids=["blank-page-photo", "noise", "dust", "text"],
+)
+def test_a_page_without_a_digit_is_refused_as_holding_no_digit_like_mark(make):
+    with pytest.raises(ImageError, match=NO_DIGIT):
+        preprocess_file(make())
+
+
+def test_two_digits_side_by_side_are_refused_with_advice_to_crop_to_one():
+    two = np.zeros((160, 330), np.float32)
+    two[:, :160] = pen_ink(SEVEN)
+    two[:, 170:] = pen_ink(FOUR)
+    with pytest.raises(
+        ImageError,
+        match=r"seems to hold 2 separate marks side by side; crop it "
+        r"to one digit",
+    ):
+        preprocess_file(photo(two, size=(520, 360), at=(90, 90)))
+
+
+def test_two_digits_drawn_side_by_side_on_the_canvas_are_refused():
+    canvas = np.zeros((56, 56), np.float32)
+    canvas[10:46, 12:16] = 1.0  # 1
+    canvas[10:46, 38:42] = 1.0  # 1
+    with pytest.raises(
+        ImageError, match="The drawing seems to hold 2 separate marks side by side; erase all but one digit"
+    ):
+        to_mnist(canvas)
+
+
+@pytest.mark.parametrize("at", [(380, 60), (120, 250)], ids=["right-edge", "bottom-edge"])
+def test_a_digit_cut_off_by_the_edge_of_the_photo_is_refused(at):
+    with pytest.raises(
+        ImageError, match="cut off by the edge of the image; photograph or crop it with some paper all around the digit"
+    ):
+        preprocess_file(photo(pen_ink(), size=(480, 360), at=at))
+
+
+# --- but no ordinary digit is ever refused -----------------------------------------------------
+
+
+def test_a_tightly_cropped_digit_touching_the_edges_is_not_refused(clean_seven):
+    ink = pen_ink()
+    rows, cols = np.flatnonzero(ink.max(axis=1) > 0.5), np.flatnonzero(ink.max(axis=0) > 0.5)
+    tight = ink[rows[0] + 3 : rows[-1] - 2, cols[0] + 3 : cols[-1] - 2]  # strokes cut by all edges
+    digit = preprocess_file(photo(tight, size=tight.shape[::-1], at=(0, 0), light=0))
+    assert aligned_correlation(digit, clean_seven) > 0.8
+
+
+@pytest.mark.parametrize("strokes", [SEVEN, FOUR, [[(0.5, 0.05), (0.5, 0.95)]]], ids=["seven", "four", "one"])
+@pytest.mark.parametrize("width_ratio", [0.03, 0.1, 0.3], ids=["thin", "pen", "marker"])
+@pytest.mark.parametrize(
+    "box", [(0, 0, 56), (30, 2, 24), (4, 30, 20)], ids=["filling", "top-right", "small-bottom-left"]
+)
+def test_canvas_drawings_are_never_refused(strokes, width_ratio, box):
+    canvas = draw(strokes, canvas=(56, 56), box=box, width_ratio=width_ratio)
+    to_mnist(ink_of(canvas))  # white strokes on black, as the page sends them
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    preprocess_file(buffer.getvalue())  # and as an uploaded PNG
+
+
+def test_mnist_test_digits_saved_as_png_are_never_refused_and_nearly_all_come_back_unchanged(mnist):
+    # The few hairlines and bold blobs among them (MNIST's thinnest 2.5% and widest 4% of
+    # strokes) are redrawn with MNIST-like strokes, so they change; the rest stay as they were.
+    rng = np.random.default_rng(11)
+    similarity = []
+    for index in rng.choice(len(mnist.test_images), 150, replace=False):
+        digit = mnist.test_images[index]
+        buffer = io.BytesIO()
+        Image.fromarray(digit).save(buffer, format="PNG")
+        similarity.append(aligned_correlation(preprocess_file(buffer.getvalue()), digit / 255))
+    assert min(similarity) > 0.8
+    assert np.mean(np.array(similarity) > 0.95) >= 0.9
+
+
+def test_mnist_test_digits_enlarged_as_dark_on_light_scans_are_never_refused(mnist):
+    rng = np.random.default_rng(12)
+    for index in rng.choice(len(mnist.test_images), 60, replace=False):
+        scan = Image.fromarray(255 - mnist.test_images[index]).resize((140, 140), Image.Resampling.BICUBIC)
+        buffer = io.BytesIO()
+        scan.save(buffer, format="PNG")
+        preprocess_file(buffer.getvalue())
+
+
+@pytest.mark.slow
+def test_all_10000_mnist_test_digits_as_png_give_no_false_refusal(mnist):
+    refused = []
+    for index, digit in enumerate(mnist.test_images):
+        buffer = io.BytesIO()
+        Image.fromarray(digit).save(buffer, format="PNG")
+        try:
+            preprocess_file(buffer.getvalue())
+        except ImageError as error:
+            refused.append((index, str(error)))
+    assert refused == []
+
+
+def sklearn_scan(values: np.ndarray) -> bytes:
+    """An 8x8 scikit-learn digit (0..16) as a 64x64 scan, dark ink on white (bicubic)."""
+    big = Image.fromarray((values * (255 / 16)).astype(np.float32)).resize((64, 64), Image.Resampling.BICUBIC)
+    grey = np.round(255 - np.clip(np.asarray(big), 0, 255)).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_scikit_learn_digits_by_other_writers_are_never_refused():
+    datasets = pytest.importorskip("sklearn.datasets")
+    images = datasets.load_digits().images
+    for index in np.random.default_rng(13).choice(len(images), 150, replace=False):
+        preprocess_file(sklearn_scan(images[index]))
+
+
+@pytest.mark.slow
+def test_all_1797_scikit_learn_digits_give_no_false_refusal():
+    datasets = pytest.importorskip("sklearn.datasets")
+    refused = []
+    for index, values in enumerate(datasets.load_digits().images):
+        try:
+            preprocess_file(sklearn_scan(values))
+        except ImageError as error:
+            refused.append((index, str(error)))
+    assert refused == []

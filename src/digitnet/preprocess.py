@@ -106,7 +106,8 @@ _NEAR = 0.15  # ... farther from it than this fraction of its size are specks
 _TEXT_MARKS = 5  # this many large marks spread over the page are text, not a digit
 _MIN_DIGIT_SIDE = 0.03  # a digit is at least this fraction of the image's longer side
 _MIN_DIGIT_PIXELS = 12  # ... and has at least this many strong pixels
-_MAX_COVER = 0.5  # ... and covers at most this fraction of the image
+_MAX_COVER = 0.5  # ... and covers at most this fraction of the image unless its strokes are
+_TEXTURE_WIDTH = 0.05  # ... at least this wide for its size (noise is a web of thin threads)
 _CUT_CONTACT = 0.7  # a stroke this wide (in stroke widths) along an edge runs out of the image
 _CUT_EXTENT = 0.8  # ... unless the digit fills this fraction of the image across that edge
 _CUT_CENTRE = 0.35  # ... or its centre of mass is farther than this fraction from that edge
@@ -480,9 +481,10 @@ def _ink_contrast(colour: list[np.ndarray], alpha: np.ndarray | None) -> np.ndar
     _composite(colour, alpha)
     medium = [_shrink(channel, _MEDIUM_SIDE) for channel in colour]
     smalls = [_shrink(channel, _SMALL_SIDE) for channel in medium]
-    darks = _ink_sides(medium, smalls)
+    lights = [_light_fit(small) for small in smalls]
+    darks = _ink_sides(medium, lights)
     wide = max(1, round(_BACKGROUND_WINDOW * min(smalls[0].shape)))
-    papers = [_envelope(small, dark, wide) for small, dark in zip(smalls, darks, strict=True)]
+    papers = [_envelope(small, dark, wide, light) for small, dark, light in zip(smalls, darks, lights, strict=True)]
     contrasts = _contrasts(medium, papers, darks)
     direction = _ink_direction(contrasts)
     first = _along(contrasts, direction)
@@ -494,7 +496,10 @@ def _ink_contrast(colour: list[np.ndarray], alpha: np.ndarray | None) -> np.ndar
             scale = smalls[0].shape[1] / medium[0].shape[1]
             window = int(np.clip(round(_NARROW_WINDOW * stroke * scale), 3, wide))
             if window < wide:
-                papers = [_envelope(s, d, window) for s, d in zip(smalls, darks, strict=True)]
+                papers = [
+                    _envelope(small, dark, window, light)
+                    for small, dark, light in zip(smalls, darks, lights, strict=True)
+                ]
                 first = _along(_contrasts(medium, papers, darks), direction)
                 level, sigma, strong_level = _levels(first)
         # The paper so far: the blocks of the small copy that hold no pixel above half the ink's
@@ -602,16 +607,18 @@ def _along(contrasts: list[np.ndarray], direction: np.ndarray) -> np.ndarray:
     return ink
 
 
-def _envelope(small: np.ndarray, dark_ink: bool, window: int) -> np.ndarray:
+def _envelope(small: np.ndarray, dark_ink: bool, window: int, light: tuple[np.ndarray, float, float]) -> np.ndarray:
     """The paper's level on a small copy: a grey closing (dark ink) or opening (light ink).
 
     The closing (maximum then minimum filter) removes every dark feature narrower than its
     window and keeps everything else: linear gradients, vignettes (bright in the middle) and
     shadows wider than the window are kept exactly. It never lies below the image.
     """
-    # Beyond its edges the page is mirrored: a stroke that reaches the edge is still a narrow
-    # feature, and a band along the border (the desk) twice as wide.
-    padded = np.pad(small, window, mode="reflect", reflect_type="odd")
+    # Beyond its edges the page is continued with the light fitted to its border: light falling
+    # off towards a corner goes on falling, and a stroke running along the edge is not continued
+    # (it stays a narrow feature, which the closing removes).
+    padded = _light_surface(light, small.shape, window)
+    padded[window:-window, window:-window] = small
     if dark_ink:
         paper = ndimage.grey_closing(padded, size=(window, window), mode="nearest")
     else:
@@ -658,7 +665,7 @@ def _sample(array: np.ndarray, size: int = 65_536) -> np.ndarray:
     return array[::step, ::step]
 
 
-def _ink_sides(mediums: list[np.ndarray], smalls: list[np.ndarray]) -> list[bool]:
+def _ink_sides(mediums: list[np.ndarray], lights: list) -> list[bool]:
     """For each channel, whether its ink is darker than the paper (else lighter).
 
     Two views of the same fact, that ink is the minority of the page and lies far to one side of
@@ -673,7 +680,7 @@ def _ink_sides(mediums: list[np.ndarray], smalls: list[np.ndarray]) -> list[bool
     Their sum has the ink's sign. A channel in which the ink hardly differs from the paper (blue
     ink in the blue channel) follows the channel in which it differs most.
     """
-    scores = [_global_skew(medium, small) + _local_skew(medium) for medium, small in zip(mediums, smalls, strict=True)]
+    scores = [_global_skew(medium, light) + _local_skew(medium) for medium, light in zip(mediums, lights, strict=True)]
     strongest = max(scores, key=abs)
     return [(score if abs(score) >= _WEAK_SKEW * abs(strongest) else strongest) <= 0.0 for score in scores]
 
@@ -696,41 +703,59 @@ def _local_skew(channel: np.ndarray) -> float:
     return _skewness(channel - _resize(coarse, channel.shape[::-1], Image.Resampling.BILINEAR))
 
 
-def _global_skew(channel: np.ndarray, small: np.ndarray) -> float:
-    """Skewness of ``channel`` about the paper's most common level, the light taken out.
+def _global_skew(channel: np.ndarray, light: tuple[np.ndarray, float, float]) -> float:
+    """Skewness of ``channel`` about the paper's level fitted to its border (:func:`_light_fit`).
 
-    The light is a quadratic surface (gradient and vignette) fitted to the image's border, which
-    is paper but for the odd stroke (a robust fit: starting from the border's median, refitted
-    three times to the pixels within three deviations of the fit).
+    Measured about the paper (not about the mean), it has the ink's sign even where the ink
+    covers half of the image.
     """
     sample = _sample(channel)
+    return _skewness(sample - _light_surface(light, sample.shape, 0))
+
+
+def _light_fit(small: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The light on the paper: a quadratic surface (gradient, vignette) fitted to the border.
+
+    The border is paper but for the odd stroke: the fit is robust, starting from the border's
+    median and refitted three times to the pixels within three deviations of the fit. Returns the
+    six coefficients (in coordinates from -1 to 1 across the image) and the lowest and highest
+    level the surface takes on the border.
+    """
     rows, cols = small.shape
-    if min(rows, cols) >= 3:
-        y, x = np.mgrid[0:rows, 0:cols]
-        on_border = np.zeros(small.shape, dtype=bool)
-        on_border[[0, -1], :] = True
-        on_border[:, [0, -1]] = True
-        y = y[on_border] / (rows - 1) * 2.0 - 1.0
-        x = x[on_border] / (cols - 1) * 2.0 - 1.0
-        design = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=1)
-        values = small[on_border].astype(np.float64)
-        c = np.array([np.median(values), 0, 0, 0, 0, 0])
-        for _ in range(3):
-            misfit = np.abs(design @ c - values)
-            use = misfit <= max(3 * 1.4826 * float(np.median(misfit)), 0.01)
-            c = np.linalg.lstsq(design[use], values[use], rcond=None)[0]
-        gy = np.linspace(-1.0, 1.0, sample.shape[0])[:, np.newaxis]
-        gx = np.linspace(-1.0, 1.0, sample.shape[1])[np.newaxis, :]
-        light = c[0] + c[1] * gx + c[2] * gy + c[3] * gx * gx + c[4] * gy * gy + c[5] * gx * gy
-        sample = sample - light.astype(np.float32)
-    low, high = np.percentile(sample, [0.5, 99.5])
-    if high - low < 1e-6:
-        level = float(high)  # all but a few pixels alike: that is the paper
-    else:
-        counts, edges = np.histogram(sample, bins=64, range=(float(low), float(high)))
-        peak = int(np.argmax(counts))
-        level = float(edges[peak] + edges[peak + 1]) / 2
-    return _skewness(sample - np.float32(level))
+    if min(rows, cols) < 3:
+        level = float(np.median(small))
+        return np.array([level, 0, 0, 0, 0, 0]), level, level
+    y, x = np.mgrid[0:rows, 0:cols]
+    on_border = np.zeros(small.shape, dtype=bool)
+    on_border[[0, -1], :] = True
+    on_border[:, [0, -1]] = True
+    y = y[on_border] / (rows - 1) * 2.0 - 1.0
+    x = x[on_border] / (cols - 1) * 2.0 - 1.0
+    design = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=1)
+    values = small[on_border].astype(np.float64)
+    c = np.array([np.median(values), 0, 0, 0, 0, 0])
+    for _ in range(3):
+        misfit = np.abs(design @ c - values)
+        use = misfit <= max(3 * 1.4826 * float(np.median(misfit)), 0.01)
+        c = np.linalg.lstsq(design[use], values[use], rcond=None)[0]
+    fitted = design @ c
+    return c, float(fitted.min()), float(fitted.max())
+
+
+def _light_surface(light: tuple[np.ndarray, float, float], shape: tuple[int, int], margin: int) -> np.ndarray:
+    """The fitted light on a ``shape`` grid spanning the image, extended by ``margin`` cells.
+
+    Beyond the image it is held within the levels it takes on the border, so that a quadratic
+    never runs away.
+    """
+    c, low, high = light
+    rows, cols = shape
+    y = (np.arange(-margin, rows + margin) / max(rows - 1, 1) * 2.0 - 1.0)[:, np.newaxis]
+    x = (np.arange(-margin, cols + margin) / max(cols - 1, 1) * 2.0 - 1.0)[np.newaxis, :]
+    surface = c[0] + c[1] * x + c[2] * y + c[3] * x * x + c[4] * y * y + c[5] * x * y
+    if margin:
+        surface = np.clip(surface, low, high)
+    return surface.astype(np.float32)
 
 
 def _resize(array: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
@@ -750,12 +775,14 @@ def _page_ink(contrast: np.ndarray, name: str) -> np.ndarray:
     floor = max(_NOISE_SIGMAS * sigma, _LOW_FLOOR)  # the paper's noise reaches this far
     low = max(floor, _SOFT_FLOOR * strong_level)  # fainter than this is not ink
     peak = float(contrast.max())
-    if peak < BLANK_THRESHOLD or strong_level <= low:
+    if peak < BLANK_THRESHOLD:
         raise _blank(name, max(peak, 0.0))
+    if strong_level <= low:
+        raise _no_digit(name, "only noise")
     sample = _sample(contrast)
     strength = float(np.median(sample[sample >= strong_level]))
     if strength < _MIN_SNR * sigma:
-        raise _no_digit(name, "only faint noise")
+        raise _no_digit(name, "only noise")
 
     # Marks are drawn at half the ink's threshold, so that the faint rim of a shadow or a lighting
     # residue does not join them; their soft edges (down to ``low``) are kept.
@@ -801,11 +828,16 @@ def _page_ink(contrast: np.ndarray, name: str) -> np.ndarray:
 
 
 def _paper_level(contrast: np.ndarray) -> float:
-    """The most common contrast level among the weaker half of the pixels: the paper's."""
-    low, high = np.percentile(contrast, [0.5, 50])
-    if high - low < 1e-6:
-        return float(high)
-    counts, edges = np.histogram(contrast, bins=64, range=(float(low), float(high)))
+    """The paper's contrast level: the most common level among the weakest pixels.
+
+    Searched below the median (the paper is usually most of the page) and in the lowest quarter
+    of the range (where it is, even when a bold digit covers more than half of a tight crop).
+    """
+    low, median, high = np.percentile(contrast, [0.5, 50, 99.5])
+    top = min(float(median), float(low + 0.25 * (high - low)))
+    if top - low < 1e-6:
+        return float(top)
+    counts, edges = np.histogram(contrast, bins=64, range=(float(low), top))
     peak = int(np.argmax(counts))
     return float((edges[peak] + edges[peak + 1]) / 2)
 
@@ -855,7 +887,8 @@ def _digit_marks(labels: np.ndarray, marks: np.ndarray, mass: np.ndarray, boxes:
     size = size_of(main)
     if size < smallest:
         raise _no_digit(name, "only specks")
-    if area[main] > _MAX_COVER * height * width:
+    if area[main] > _MAX_COVER * height * width and (_bar_width(labels[box] == main) < _TEXTURE_WIDTH * size):
+        # Covering half the image in threads, not in strokes (a bold digit filling a tight crop).
         raise _no_digit(name, "marks all over it, like noise or a texture")
     if len(candidates) < marks.size:
         # Border clutter that comes close to the digit is part of it (a digit in a tight crop,
