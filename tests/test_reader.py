@@ -59,8 +59,13 @@ def test_serve_without_a_model_serves_the_reader(tmp_path):
     import sys
 
     # An empty folder: no model.npz to fall back on.
-    server = subprocess.Popen([sys.executable, "-m", "digitnet", "serve", "--port", "0"], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "digitnet", "serve", "--port", "0"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         first_line = server.stdout.readline()
     finally:

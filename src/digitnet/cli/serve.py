@@ -167,4 +167,3 @@ def serve(
         click.echo("Stopped.")
     finally:
         sock.close()
-
