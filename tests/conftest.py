@@ -36,6 +36,25 @@ def check_network_gradients(network, x: np.ndarray, labels: np.ndarray) -> None:
         assert relative_error(grad, numeric) < 1e-6, name
 
 
+def every_layer_cnn(rng, *, side=8, channels=4, hidden=8, classes=10, dtype=np.float32, **network_kwargs):
+    """A small CNN holding every layer kind: convolution, batch norm, ReLU, pooling, flatten, dense,
+    dropout. ``side`` x ``side`` single-channel inputs; ``network_kwargs`` go to ``Network``."""
+    from digitnet.nn import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Network, ReLU
+
+    layers = [
+        Conv2D(1, channels, 3, "same", rng=rng, dtype=dtype),
+        BatchNorm(channels, dtype=dtype),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(channels * (side // 2) ** 2, hidden, rng=rng, dtype=dtype),
+        ReLU(),
+        Dropout(0.25, rng=rng),
+        Dense(hidden, classes, rng=rng, dtype=dtype),
+    ]
+    return Network(layers, (1, side, side), **network_kwargs)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

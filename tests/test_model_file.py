@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from conftest import every_layer_cnn
 from digitnet.errors import ModelFileError
 from digitnet.nn import Network, build_mlp
 
@@ -158,22 +159,9 @@ def test_newer_format_version_asks_for_an_upgrade(model, tmp_path):
 @pytest.fixture
 def cnn(rng) -> Network:
     """A small CNN with every layer type, trained BatchNorm statistics and a full training record."""
-    from digitnet.nn import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
-
-    layers = [
-        Conv2D(1, 4, 3, "same", rng=rng),
-        BatchNorm(4),
-        ReLU(),
-        MaxPool2D(2),
-        Flatten(),
-        Dense(64, 8, rng=rng),
-        ReLU(),
-        Dropout(0.25),
-        Dense(8, 3, rng=rng),
-    ]
-    network = Network(
-        layers,
-        (1, 8, 8),
+    network = every_layer_cnn(
+        rng,
+        classes=3,
         mean=0.1,
         std=0.3,
         class_names=["a", "b", "c"],
@@ -188,8 +176,8 @@ def cnn(rng) -> Network:
             ],
         },
     )
-    layers[1].buffers["running_mean"][:] = rng.standard_normal(4)
-    layers[1].buffers["running_var"][:] = rng.uniform(0.5, 2, 4)
+    network.layers[1].buffers["running_mean"][:] = rng.standard_normal(4)
+    network.layers[1].buffers["running_var"][:] = rng.uniform(0.5, 2, 4)
     return network
 
 

@@ -19,16 +19,10 @@ import numpy as np
 import pytest
 from numpy.lib import format as npy_format
 
+from conftest import every_layer_cnn
 from digitnet.errors import ModelFileError
 from digitnet.nn import (
-    BatchNorm,
-    Conv2D,
-    Dense,
-    Dropout,
-    Flatten,
-    MaxPool2D,
     Network,
-    ReLU,
     build_mlp,
 )
 
@@ -142,18 +136,7 @@ def mlp_members(tmp_path, rng) -> dict[str, bytes]:
 @pytest.fixture
 def cnn_members(tmp_path, rng) -> dict[str, bytes]:
     """Members of a saved small CNN with every layer type (BatchNorm after the convolution)."""
-    layers = [
-        Conv2D(1, 4, 3, "same", rng=rng),
-        BatchNorm(4),
-        ReLU(),
-        MaxPool2D(2),
-        Flatten(),
-        Dense(64, 8, rng=rng),
-        ReLU(),
-        Dropout(0.25),
-        Dense(8, 10, rng=rng),
-    ]
-    Network(layers, (1, 8, 8), mean=0.1, std=0.3).save(tmp_path / "cnn.npz")
+    every_layer_cnn(rng, mean=0.1, std=0.3).save(tmp_path / "cnn.npz")
     return members_of(tmp_path / "cnn.npz")
 
 

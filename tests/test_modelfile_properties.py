@@ -18,16 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import every_layer_cnn
 from digitnet.errors import ModelFileError
 from digitnet.nn import (
-    BatchNorm,
-    Conv2D,
-    Dense,
-    Dropout,
-    Flatten,
-    MaxPool2D,
     Network,
-    ReLU,
     build_mlp,
 )
 
@@ -49,20 +43,12 @@ def files(tmp_path_factory) -> dict[str, bytes]:
     """A small CNN with every layer type, and the seed network whose load sets the memory budget."""
     rng = np.random.default_rng(7)
     folder = tmp_path_factory.mktemp("models")
-    layers = [
-        Conv2D(1, 3, 3, "same", rng=rng),
-        BatchNorm(3),
-        ReLU(),
-        MaxPool2D(2),
-        Flatten(),
-        Dense(12, 6, rng=rng),
-        ReLU(),
-        Dropout(0.2),
-        Dense(6, 4, rng=rng),
-    ]
-    cnn = Network(
-        layers,
-        (1, 4, 4),
+    cnn = every_layer_cnn(
+        rng,
+        side=4,
+        channels=3,
+        hidden=6,
+        classes=4,
         mean=0.2,
         std=0.4,
         class_names=list("abcd"),
