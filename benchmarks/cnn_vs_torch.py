@@ -3,7 +3,8 @@
 Both frameworks train the same architecture (digitnet's ``cnn``: conv5x5 16 > pool > ReLU > conv5x5 32
 > pool > ReLU > 128 > dropout > 10) with Adam, the same batch size and the same number of threads.
 Each is timed over ``--batches`` training steps and scaled to one epoch of 55,000 images; the two
-alternate step by step, so that both see the same load from other processes. The NumPy run also records where its time goes, layer by layer. Augmentation is timed per epoch for each
+alternate step by step, so that both see the same load from other processes. The NumPy run also
+records where its time goes, layer by layer. Augmentation is timed per epoch for each
 strength, next to one epoch of the seed MLP (its yardstick: the issue asks for at most about half).
 
 Run from the repository root::
@@ -32,6 +33,7 @@ from digitnet.augment import STRENGTHS, Augmenter, Strength
 from digitnet.nn import SoftmaxCrossEntropy, build_mlp
 from digitnet.nn.architectures import build_cnn
 from digitnet.optim import Adam
+from digitnet.train import pixel_statistics
 
 EPOCH_IMAGES = 55_000
 
@@ -45,7 +47,8 @@ def load_images(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
 
         data = load_dataset("mnist")
         images, labels = data.train_images[:count], data.train_labels[:count].astype(np.int64)
-        x = ((images / 255 - 0.1307) / 0.3081).astype(np.float32).reshape(-1, 1, 28, 28)
+        mean, std = pixel_statistics(data.train_images)
+        x = ((images / 255 - mean) / std).astype(np.float32).reshape(-1, 1, 28, 28)
         return x, labels
     except (ImportError, OSError, DigitnetError) as error:  # speed does not depend on pixel values
         print(f"(MNIST not available: {error}; timing on random images)")
@@ -60,7 +63,7 @@ def numpy_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int):
     rng = np.random.default_rng(0)
     network = build_cnn(rng=rng)
     loss = SoftmaxCrossEntropy()
-    optimizer = Adam(network.flat_parameters(), lr=1e-3)  # as digitnet.train does
+    optimizer = Adam([(p, g) for _, p, g in network.parameters()], lr=1e-3)  # as digitnet.train does
     per_layer: dict[str, float] = defaultdict(float)
     names = [f"{i}:{type(layer).__name__}" for i, layer in enumerate(network.layers)]
     step_seconds, step_cpu_seconds = [], []
@@ -93,9 +96,11 @@ def numpy_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int):
             for key, value in timings.items():
                 per_layer[key] += value / batches
         yield
-    return {"seconds_per_batch": float(np.median(step_seconds)),
-            "cpu_seconds_per_batch": float(np.median(step_cpu_seconds)),
-            "per_layer_seconds_per_batch": dict(per_layer)}
+    return {
+        "seconds_per_batch": float(np.median(step_seconds)),
+        "cpu_seconds_per_batch": float(np.median(step_cpu_seconds)),
+        "per_layer_seconds_per_batch": dict(per_layer),
+    }
 
 
 def torch_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int, threads: int):
@@ -106,9 +111,18 @@ def torch_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int, threa
     torch.manual_seed(0)
     nn = torch.nn
     model = nn.Sequential(
-        nn.Conv2d(1, 16, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Conv2d(16, 32, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10))
+        nn.Conv2d(1, 16, 5, padding=2),
+        nn.MaxPool2d(2),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 5, padding=2),
+        nn.MaxPool2d(2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 7 * 7, 128),
+        nn.ReLU(),
+        nn.Dropout(0.25),
+        nn.Linear(128, 10),
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x_t, y_t = torch.from_numpy(x), torch.from_numpy(labels)
     rng = np.random.default_rng(0)
@@ -124,8 +138,11 @@ def torch_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int, threa
             step_seconds.append(time.perf_counter() - started)
             step_cpu_seconds.append(time.process_time() - cpu_started)
         yield
-    return {"seconds_per_batch": float(np.median(step_seconds)),
-            "cpu_seconds_per_batch": float(np.median(step_cpu_seconds)), "version": torch.__version__}
+    return {
+        "seconds_per_batch": float(np.median(step_seconds)),
+        "cpu_seconds_per_batch": float(np.median(step_cpu_seconds)),
+        "version": torch.__version__,
+    }
 
 
 def run_alternating(*steppers) -> list:
@@ -153,11 +170,11 @@ def time_augmentation(x, labels, batch_size: int) -> dict:
     rng = np.random.default_rng(0)
     repeats = int(np.ceil(EPOCH_IMAGES / len(x)))
     order = np.concatenate([rng.permutation(len(x)) for _ in range(repeats)])[:EPOCH_IMAGES]
-    batches = [order[i:i + batch_size] for i in range(0, EPOCH_IMAGES, batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, EPOCH_IMAGES, batch_size)]
 
     network = build_mlp((128,), rng=rng)
     loss = SoftmaxCrossEntropy()
-    optimizer = Adam(network.flat_parameters(), lr=1e-3)  # as digitnet.train does
+    optimizer = Adam([(p, g) for _, p, g in network.parameters()], lr=1e-3)  # as digitnet.train does
     started = time.perf_counter()
     for index in batches:
         loss.forward(network.forward(x[index], training=True), labels[index])
@@ -170,7 +187,7 @@ def time_augmentation(x, labels, batch_size: int) -> dict:
         x[index]
     gather = time.perf_counter() - started
     for name, strength in augmentation_variants().items():
-        augment = Augmenter(strength, background=(0 - 0.1307) / 0.3081)
+        augment = Augmenter(strength, background=float(x.min()))  # a blank pixel, normalised
         started = time.perf_counter()
         for index in batches:
             augment(x[index], rng)
@@ -192,6 +209,7 @@ def main() -> None:
     batches_per_epoch = int(np.ceil(EPOCH_IMAGES / args.batch_size))
     try:
         import torch  # noqa: F401
+
         have_torch = True
     except ImportError:
         have_torch = False
@@ -207,22 +225,33 @@ def main() -> None:
     numpy_cpu = numpy_cnn["cpu_seconds_per_batch"] * batches_per_epoch
     torch_cpu = torch_cnn["cpu_seconds_per_batch"] * batches_per_epoch if torch_cnn else None
     results = {
-        "threads": args.threads, "batch_size": args.batch_size, "timed_batches": args.batches,
-        "machine": platform.processor() or platform.machine(), "numpy_version": np.__version__,
-        "numpy_cnn_epoch_seconds": numpy_epoch, "torch_cnn_epoch_seconds": torch_epoch,
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "timed_batches": args.batches,
+        "machine": platform.processor() or platform.machine(),
+        "numpy_version": np.__version__,
+        "numpy_cnn_epoch_seconds": numpy_epoch,
+        "torch_cnn_epoch_seconds": torch_epoch,
         "numpy_over_torch": numpy_epoch / torch_epoch if torch_epoch else None,
-        "numpy_cnn_epoch_cpu_seconds": numpy_cpu, "torch_cnn_epoch_cpu_seconds": torch_cpu,
+        "numpy_cnn_epoch_cpu_seconds": numpy_cpu,
+        "torch_cnn_epoch_cpu_seconds": torch_cpu,
         "numpy_over_torch_cpu": numpy_cpu / torch_cpu if torch_cpu else None,
-        "numpy_cnn": numpy_cnn, "torch_cnn": torch_cnn, "augmentation": augmentation,
+        "numpy_cnn": numpy_cnn,
+        "torch_cnn": torch_cnn,
+        "augmentation": augmentation,
     }
 
-    print(f"\n### CNN training, seconds per epoch of {EPOCH_IMAGES:,} images "
-          f"(batch {args.batch_size}, {args.threads} threads)\n")
+    print(
+        f"\n### CNN training, seconds per epoch of {EPOCH_IMAGES:,} images "
+        f"(batch {args.batch_size}, {args.threads} threads)\n"
+    )
     print("| framework | wall s / epoch | ratio | CPU s / epoch | ratio |")
     print("|---|---:|---:|---:|---:|")
     if torch_epoch:
-        print(f"| digitnet (NumPy) | {numpy_epoch:.1f} | {numpy_epoch / torch_epoch:.2f}x | "
-              f"{numpy_cpu:.1f} | {numpy_cpu / torch_cpu:.2f}x |")
+        print(
+            f"| digitnet (NumPy) | {numpy_epoch:.1f} | {numpy_epoch / torch_epoch:.2f}x | "
+            f"{numpy_cpu:.1f} | {numpy_cpu / torch_cpu:.2f}x |"
+        )
         print(f"| PyTorch {torch_cnn['version']} | {torch_epoch:.1f} | 1.00x | {torch_cpu:.1f} | 1.00x |")
     else:
         print(f"| digitnet (NumPy) | {numpy_epoch:.1f} | - | {numpy_cpu:.1f} | - |")
@@ -237,8 +266,9 @@ def main() -> None:
         if value / total >= 0.005:
             print(f"| {key} | {value * batches_per_epoch:.2f} | {value / total:.0%} |")
 
-    print(f"\n### Augmentation, seconds per epoch of {EPOCH_IMAGES:,} images (1 batch of "
-          f"{args.batch_size} at a time)\n")
+    print(
+        f"\n### Augmentation, seconds per epoch of {EPOCH_IMAGES:,} images (1 batch of {args.batch_size} at a time)\n"
+    )
     print("| strength | sampling | s / epoch | vs one MLP epoch |")
     print("|---|---|---:|---:|")
     mlp_epoch = augmentation["mlp_epoch_seconds"]

@@ -27,9 +27,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import platform
-import math
 import statistics
 import subprocess
 import sys
@@ -39,7 +39,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLDS = (0.975, 0.98)
-HIDDEN, MEAN, STD = 128, 0.1307, 0.3081
+HIDDEN = 128
 RESULT_MARK = "@@RESULT@@ "
 #: The clock every timing uses; ``--clock cpu`` switches it to this process's CPU time, which a
 #: single-threaded run on a busy shared machine measures far more steadily than the wall clock.
@@ -61,6 +61,7 @@ SYSTEMS: dict[str, tuple[str, str, str | None]] = {
 # ==================================================================================================
 # Workers: each runs in its own process and prints one JSON result line.
 # ==================================================================================================
+
 
 def import_digitnet():
     try:
@@ -91,13 +92,21 @@ def load_mnist() -> tuple[Any, float]:
     return data, time.perf_counter() - started
 
 
+def mnist_statistics() -> tuple[float, float]:
+    """Mean and standard deviation of MNIST's training pixels, as digitnet's experiments measure them."""
+    from digitnet.train import pixel_statistics
+
+    return pixel_statistics(load_mnist()[0].train_images)
+
+
 def flat_float(images, dtype):
     """uint8 images -> normalised ``(N, 784)`` rows, the same numbers every system sees."""
     import numpy as np
 
+    mean, std = mnist_statistics()
     x = images.reshape(len(images), -1).astype(dtype)
-    x *= 1 / (255 * STD)
-    x -= MEAN / STD
+    x *= 1 / (255 * std)
+    x -= mean / std
     return np.ascontiguousarray(x)
 
 
@@ -178,10 +187,10 @@ def worker_digitnet(args, recipe: str) -> dict[str, Any]:
         config = replace(config, optimizer="adam", lr=1e-3, schedule="constant", warmup_epochs=0)
     elif recipe == "sgd":
         config = replace(config, optimizer="sgd", lr=0.1, schedule="constant", warmup_epochs=0)
-    config = replace(config, batch_size=args.batch_size or config.batch_size,
-                     epochs=args.epochs or config.epochs)
+    config = replace(config, batch_size=args.batch_size or config.batch_size, epochs=args.epochs or config.epochs)
     rng = np.random.default_rng(args.seed)
-    network = build_mlp((HIDDEN,), rng=rng, mean=MEAN, std=STD)
+    mean, std = mnist_statistics()
+    network = build_mlp((HIDDEN,), rng=rng, mean=mean, std=std)
     x = network.prepare(data.train_images)
     y = data.train_labels.astype(np.int64)
     x_test = network.prepare(data.test_images)
@@ -258,7 +267,7 @@ def worker_torch(args, loader: str) -> dict[str, Any]:
         else:
             order = torch.randperm(n, generator=generator)
             for start in range(0, n, batch_size):
-                index = order[start:start + batch_size]
+                index = order[start : start + batch_size]
                 running += step(X[index], Y[index])
         seconds = clock() - started
         model.eval()
@@ -268,8 +277,13 @@ def worker_torch(args, loader: str) -> dict[str, Any]:
         with torch.inference_mode():
             return model(X_test).argmax(dim=1)
 
-    return {"load_seconds": load_seconds, **log.result(), "inference_seconds": median_time(infer),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    return {
+        "load_seconds": load_seconds,
+        **log.result(),
+        "inference_seconds": median_time(infer),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def worker_sklearn(args) -> dict[str, Any]:
@@ -282,8 +296,14 @@ def worker_sklearn(args) -> dict[str, Any]:
     data, load_seconds = load_mnist()
     X, y = flat_float(data.train_images, np.float32), data.train_labels.astype(np.int64)
     X_test, y_test = flat_float(data.test_images, np.float32), data.test_labels.astype(np.int64)
-    model = MLPClassifier(hidden_layer_sizes=(HIDDEN,), solver="adam", learning_rate_init=1e-3,
-                          batch_size=args.batch_size or 128, random_state=args.seed, shuffle=True)
+    model = MLPClassifier(
+        hidden_layer_sizes=(HIDDEN,),
+        solver="adam",
+        learning_rate_init=1e-3,
+        batch_size=args.batch_size or 128,
+        random_state=args.seed,
+        shuffle=True,
+    )
     log = EpochLog()
     classes = np.arange(10)
     with threadpool_limits(args.threads), warnings.catch_warnings():
@@ -294,8 +314,12 @@ def worker_sklearn(args) -> dict[str, Any]:
             seconds = clock() - started
             log.add(seconds, float((model.predict(X_test) == y_test).mean()))
         inference = median_time(lambda: model.predict(X_test))
-    return {"load_seconds": load_seconds, **log.result(), "inference_seconds": inference,
-            "dtype": str(model.coefs_[0].dtype)}
+    return {
+        "load_seconds": load_seconds,
+        **log.result(),
+        "inference_seconds": inference,
+        "dtype": str(model.coefs_[0].dtype),
+    }
 
 
 def worker_notebook(args) -> dict[str, Any]:
@@ -307,8 +331,12 @@ def worker_notebook(args) -> dict[str, Any]:
     X, y = flat_float(data.train_images, np.float64), data.train_labels.astype(np.int64)
     X_test, y_test = flat_float(data.test_images, np.float64), data.test_labels.astype(np.int64)
     rng = np.random.default_rng(args.seed)
-    params = {"W1": rng.standard_normal((784, HIDDEN)) * np.sqrt(2 / 784), "b1": np.zeros(HIDDEN),
-              "W2": rng.standard_normal((HIDDEN, 10)) * np.sqrt(2 / HIDDEN), "b2": np.zeros(10)}
+    params = {
+        "W1": rng.standard_normal((784, HIDDEN)) * np.sqrt(2 / 784),
+        "b1": np.zeros(HIDDEN),
+        "W2": rng.standard_normal((HIDDEN, 10)) * np.sqrt(2 / HIDDEN),
+        "b2": np.zeros(10),
+    }
 
     def one_hot(labels):
         Y = np.zeros((len(labels), 10))
@@ -338,7 +366,7 @@ def worker_notebook(args) -> dict[str, Any]:
             started = clock()
             order = rng.permutation(len(X))
             for start in range(0, len(X), batch_size):
-                index = order[start:start + batch_size]
+                index = order[start : start + batch_size]
                 cache, Y = forward(X[index]), one_hot(y[index])
                 loss = -(Y * np.log(cache["P"] + 1e-12)).sum() / len(Y)  # noqa: F841 (the notebook logs it)
                 grads = backward(cache, Y)
@@ -362,7 +390,7 @@ def worker_gemm_peak(args) -> dict[str, Any]:
     with threadpool_limits(args.threads):
         np.matmul(a, b, out=c)
         best = min(timed(lambda: np.matmul(a, b, out=c)) for _ in range(3 if args.quick else 6))
-    return {"gflops": 2 * n ** 3 / best / 1e9, "n": n}
+    return {"gflops": 2 * n**3 / best / 1e9, "n": n}
 
 
 def timed(function) -> float:
@@ -395,12 +423,18 @@ def run_worker(args) -> None:
 # The conductor: runs the workers in turn, aggregates, checks the targets, prints and saves.
 # ==================================================================================================
 
+
 def numpy_blas(info: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The BLAS that NumPy itself loaded (SciPy, pulled in by other imports, may bring its own)."""
     blas = [entry for entry in info if entry.get("user_api") == "blas"]
     own = [entry for entry in blas if "numpy" in str(entry.get("filepath", ""))] or blas
-    return [{k: entry.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
-                                       "threading_layer", "filepath")} for entry in own]
+    return [
+        {
+            k: entry.get(k)
+            for k in ("internal_api", "version", "architecture", "num_threads", "threading_layer", "filepath")
+        }
+        for entry in own
+    ]
 
 
 def machine_facts(threads: int) -> dict[str, Any]:
@@ -424,8 +458,9 @@ def machine_facts(threads: int) -> dict[str, Any]:
 
     def git(*command: str) -> str:
         try:
-            return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True,
-                                  check=True).stdout.strip()
+            return subprocess.run(
+                ["git", *command], cwd=ROOT, capture_output=True, text=True, check=True
+            ).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return "unknown"
 
@@ -450,18 +485,29 @@ def launch(name: str, seed: int, args) -> dict[str, Any]:
     env = dict(os.environ)
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
         env[variable] = str(args.threads)
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--seed", str(seed),
-               "--epochs", str(args.epochs), "--threads", str(args.threads), "--clock", args.clock]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        name,
+        "--seed",
+        str(seed),
+        "--epochs",
+        str(args.epochs),
+        "--threads",
+        str(args.threads),
+        "--clock",
+        args.clock,
+    ]
     if args.batch_size:
         command += ["--batch-size", str(args.batch_size)]
     if args.quick:
         command.append("--quick")
     started = time.perf_counter()
-    process = subprocess.run(command, capture_output=True, text=True, env=env, check=False,
-                             timeout=args.worker_timeout)
+    process = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=args.worker_timeout)
     for line in process.stdout.splitlines():
         if line.startswith(RESULT_MARK):
-            result = json.loads(line[len(RESULT_MARK):])
+            result = json.loads(line[len(RESULT_MARK) :])
             result["process_seconds"] = time.perf_counter() - started
             return result
     error = (process.stderr.strip().splitlines() or ["no output"])[-1]
@@ -490,10 +536,14 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {"rounds": len(good), "peak_rss_mb": max(r["peak_rss_mb"] for r in good)}
     if "epoch_seconds" in good[0]:
         epochs = [s for r in good for s in r["epoch_seconds"]]
-        summary.update(epoch_median=statistics.median(epochs), epoch_min=min(epochs), epoch_max=max(epochs),
-                       final_accuracy=median(r["test_accuracy"][-1] for r in good),
-                       inference_seconds=median(r["inference_seconds"] for r in good),
-                       load_seconds=median(r["load_seconds"] for r in good))
+        summary.update(
+            epoch_median=statistics.median(epochs),
+            epoch_min=min(epochs),
+            epoch_max=max(epochs),
+            final_accuracy=median(r["test_accuracy"][-1] for r in good),
+            inference_seconds=median(r["inference_seconds"] for r in good),
+            load_seconds=median(r["load_seconds"] for r in good),
+        )
         for threshold in THRESHOLDS:
             times = [time_to(r, threshold) for r in good]
             reached = [t for t in times if t is not None]
@@ -501,7 +551,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             # (an unreached seed counts as infinitely slow; median_low never averages it in)
             summary[f"time_to_{threshold}"] = (
                 statistics.median_low([math.inf if t is None else t for t in times])
-                if len(reached) * 2 > len(times) else None)
+                if len(reached) * 2 > len(times)
+                else None
+            )
             summary[f"time_to_{threshold}_per_seed"] = times
     for key in ("gemm_epoch_seconds", "big_gemm_seconds", "predict_uint8_seconds", "gflops"):
         if key in good[0]:
@@ -529,24 +581,29 @@ def ratio(a, b):
 
 def report(facts: dict[str, Any], summary: dict[str, dict[str, Any]], args) -> tuple[str, dict[str, Any]]:
     ref = summary.get("digitnet", {})
-    lines = [f"## Side by side on {facts['cpu']} ({facts['cores_usable']} cores, "
-             f"{facts['threads']} thread{'s' if facts['threads'] > 1 else ''})",
-             "",
-             f"{facts['date_utc']}, git {facts['git_head'][:12]}{' (dirty tree)' if facts['git_dirty'] else ''}, "
-             f"Python {facts['python']}, NumPy {facts['numpy']}, PyTorch {facts['torch']}, "
-             f"scikit-learn {facts['sklearn']}; NumPy BLAS: "
-             + ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']} kernel, "
-                         f"{b['threading_layer']}; {b['num_threads']} threads by default, "
-                         f"{facts['threads']} used)" for b in facts["numpy_blas"])
-             + f". Load average {facts['load_average_start'][0]:.1f} at the start, "
-               f"{facts['load_average_end'][0]:.1f} at the end. "
-             f"{args.repeats} interleaved rounds (seeds 0..{args.repeats - 1}), {args.epochs} epochs each, "
-             f"60,000 training images, 784-128-10, float32, timed with the {args.clock} clock"
-             f"{', --quick' if args.quick else ''}.",
-             "",
-             "| system | recipe | s/epoch median (min-max) | vs digitnet | vs digitnet, same recipe "
-             "| to 97.5% | to 98.0% | final test acc | inference 10k | peak RSS |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## Side by side on {facts['cpu']} ({facts['cores_usable']} cores, "
+        f"{facts['threads']} thread{'s' if facts['threads'] > 1 else ''})",
+        "",
+        f"{facts['date_utc']}, git {facts['git_head'][:12]}{' (dirty tree)' if facts['git_dirty'] else ''}, "
+        f"Python {facts['python']}, NumPy {facts['numpy']}, PyTorch {facts['torch']}, "
+        f"scikit-learn {facts['sklearn']}; NumPy BLAS: "
+        + ", ".join(
+            f"{b['internal_api']} {b['version']} ({b['architecture']} kernel, "
+            f"{b['threading_layer']}; {b['num_threads']} threads by default, "
+            f"{facts['threads']} used)"
+            for b in facts["numpy_blas"]
+        )
+        + f". Load average {facts['load_average_start'][0]:.1f} at the start, "
+        f"{facts['load_average_end'][0]:.1f} at the end. "
+        f"{args.repeats} interleaved rounds (seeds 0..{args.repeats - 1}), {args.epochs} epochs each, "
+        f"60,000 training images, 784-128-10, float32, timed with the {args.clock} clock"
+        f"{', --quick' if args.quick else ''}.",
+        "",
+        "| system | recipe | s/epoch median (min-max) | vs digitnet | vs digitnet, same recipe "
+        "| to 97.5% | to 98.0% | final test acc | inference 10k | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, (label, recipe, twin) in SYSTEMS.items():
         s = summary.get(name)
         if name == "gemm-peak" or s is None:  # the machine row, or a system left out by --systems
@@ -554,24 +611,30 @@ def report(facts: dict[str, Any], summary: dict[str, dict[str, Any]], args) -> t
         if "error" in s:
             lines.append(f"| {label} | {recipe} | skipped: {s['error'][:80]} | | | | | | | |")
             continue
-        twin_ratio = fmt(ratio(s["epoch_median"], summary.get(twin, {}).get("epoch_median")), "x") \
-            if twin else "-"
+        twin_ratio = fmt(ratio(s["epoch_median"], summary.get(twin, {}).get("epoch_median")), "x") if twin else "-"
         lines.append(
             f"| {label} | {recipe} | {s['epoch_median']:.3f} ({s['epoch_min']:.3f}-{s['epoch_max']:.3f}) "
             f"| {fmt(ratio(s['epoch_median'], ref.get('epoch_median')), 'x')} | {twin_ratio} "
             f"| {fmt(s['time_to_0.975'], digits=2)} | {fmt(s['time_to_0.98'], digits=2)} "
             f"| {fmt(s['final_accuracy'], '%')} | {fmt(s['inference_seconds'], 'ms')} "
-            f"| {s['peak_rss_mb']:.0f} MB |")
+            f"| {s['peak_rss_mb']:.0f} MB |"
+        )
 
-    lines += ["", "Each system against digitnet with its default recipe (above 1: digitnet is ahead):", "",
-              "| system | recipe | s/epoch | time to 97.5% | time to 98.0% | inference 10k | peak RSS |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Each system against digitnet with its default recipe (above 1: digitnet is ahead):",
+        "",
+        "| system | recipe | s/epoch | time to 97.5% | time to 98.0% | inference 10k | peak RSS |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, (label, recipe, _) in SYSTEMS.items():
         s = summary.get(name)
         if name in ("digitnet", "gemm-peak") or s is None or "error" in s or "error" in ref:
             continue
-        cells = [fmt(ratio(s.get(key), ref.get(key)), "x").replace("n/a", "-")
-                 for key in ("epoch_median", "time_to_0.975", "time_to_0.98", "inference_seconds", "peak_rss_mb")]
+        cells = [
+            fmt(ratio(s.get(key), ref.get(key)), "x").replace("n/a", "-")
+            for key in ("epoch_median", "time_to_0.975", "time_to_0.98", "inference_seconds", "peak_rss_mb")
+        ]
         lines.append(f"| {label} | {recipe} | " + " | ".join(cells) + " |")
 
     checks = targets(summary)
@@ -588,45 +651,76 @@ def targets(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     checks = []
 
     def check(target, value, goal, ok, unit="x"):
-        checks.append({"target": target, "value": value, "measured": fmt(value, unit) if value is not None
-                       else "n/a", "goal": goal, "met": None if value is None else bool(ok(value))})
+        checks.append(
+            {
+                "target": target,
+                "value": value,
+                "measured": fmt(value, unit) if value is not None else "n/a",
+                "goal": goal,
+                "met": None if value is None else bool(ok(value)),
+            }
+        )
 
-    check("s/epoch, Adam batch 128: digitnet / PyTorch tensor loop",
-          ratio(adam.get("epoch_median"), torch_loop.get("epoch_median")), "<= 0.40x", lambda v: v <= 0.4)
+    check(
+        "s/epoch, Adam batch 128: digitnet / PyTorch tensor loop",
+        ratio(adam.get("epoch_median"), torch_loop.get("epoch_median")),
+        "<= 0.40x",
+        lambda v: v <= 0.4,
+    )
     overhead = (1 - d["gemm_epoch_seconds"] / d["epoch_median"]) if "gemm_epoch_seconds" in d else None
-    check("non-GEMM share of a default epoch (1 - GEMMs alone / epoch)", overhead, "<= 25%",
-          lambda v: v <= 0.25, "%")
-    fraction = (d["epoch_flops"] / d["epoch_median"] / 1e9 / peak["gflops"]
-                if "epoch_flops" in d and "gflops" in peak else None)
-    check(f"default epoch's FLOP rate / float32 GEMM peak ({peak.get('gflops', 0):.0f} GFLOP/s)", fraction,
-          ">= 60%", lambda v: v >= 0.6, "%")
-    check("time to 97.5%: digitnet default / PyTorch usual recipe",
-          ratio(d.get("time_to_0.975"), torch_loop.get("time_to_0.975")), "<= 0.30x", lambda v: v <= 0.3)
-    check("time to 98.0%, digitnet default (median of seeds)", d.get("time_to_0.98"), "<= 3 s",
-          lambda v: v <= 3, "s")
-    check("inference on 10k prepared images / its one big GEMM",
-          ratio(d.get("inference_seconds"), d.get("big_gemm_seconds")), "<= 1.3x", lambda v: v <= 1.3)
-    check("predict(uint8 images), 10k / its one big GEMM",
-          ratio(d.get("predict_uint8_seconds"), d.get("big_gemm_seconds")), "(<= 1.3x)", lambda v: v <= 1.3)
+    check("non-GEMM share of a default epoch (1 - GEMMs alone / epoch)", overhead, "<= 25%", lambda v: v <= 0.25, "%")
+    fraction = (
+        d["epoch_flops"] / d["epoch_median"] / 1e9 / peak["gflops"] if "epoch_flops" in d and "gflops" in peak else None
+    )
+    check(
+        f"default epoch's FLOP rate / float32 GEMM peak ({peak.get('gflops', 0):.0f} GFLOP/s)",
+        fraction,
+        ">= 60%",
+        lambda v: v >= 0.6,
+        "%",
+    )
+    check(
+        "time to 97.5%: digitnet default / PyTorch usual recipe",
+        ratio(d.get("time_to_0.975"), torch_loop.get("time_to_0.975")),
+        "<= 0.30x",
+        lambda v: v <= 0.3,
+    )
+    check("time to 98.0%, digitnet default (median of seeds)", d.get("time_to_0.98"), "<= 3 s", lambda v: v <= 3, "s")
+    check(
+        "inference on 10k prepared images / its one big GEMM",
+        ratio(d.get("inference_seconds"), d.get("big_gemm_seconds")),
+        "<= 1.3x",
+        lambda v: v <= 1.3,
+    )
+    check(
+        "predict(uint8 images), 10k / its one big GEMM",
+        ratio(d.get("predict_uint8_seconds"), d.get("big_gemm_seconds")),
+        "(<= 1.3x)",
+        lambda v: v <= 1.3,
+    )
     check("load MNIST from the cache", d.get("load_seconds"), "< 0.3 s", lambda v: v < 0.3, "s")
-    check("peak memory of a default training run (MB)", d.get("peak_rss_mb"), "< 600 MB",
-          lambda v: v < 600, "x")
+    check("peak memory of a default training run (MB)", d.get("peak_rss_mb"), "< 600 MB", lambda v: v < 600, "x")
     if checks[-1]["value"] is not None:
         checks[-1]["measured"] = f"{checks[-1]['value']:.0f} MB"
     return checks
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="2 rounds of 2 epochs (under two minutes)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds [3; quick: 2]")
     parser.add_argument("--epochs", type=int, default=None, help="[the default recipe's; quick: 2]")
     parser.add_argument("--batch-size", type=int, default=None, help="[128, the default recipe's]")
     parser.add_argument("--threads", type=int, default=None, help="BLAS/torch threads [usable cores]")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="time with the wall clock, or with each process's CPU time (steadier on a "
-                             "busy machine with --threads 1; with more threads it counts every core) [wall]")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="time with the wall clock, or with each process's CPU time (steadier on a "
+        "busy machine with --threads 1; with more threads it counts every core) [wall]",
+    )
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset")
     parser.add_argument("--out", type=Path, default=None, help="write every raw number as JSON here")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
@@ -649,8 +743,11 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
     facts = machine_facts(args.threads)
-    print(f"{facts['cpu']}: {facts['cores_usable']} usable cores, {args.threads} threads; numpy BLAS "
-          f"{facts['numpy_blas']}", file=sys.stderr)
+    print(
+        f"{facts['cpu']}: {facts['cores_usable']} usable cores, {args.threads} threads; numpy BLAS "
+        f"{facts['numpy_blas']}",
+        file=sys.stderr,
+    )
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     started = time.perf_counter()
     for round_ in range(args.repeats):
@@ -667,8 +764,7 @@ def main(argv: list[str] | None = None) -> None:
     facts["load_average_end"] = os.getloadavg()
     facts["total_seconds"] = time.perf_counter() - started
     summary = {name: summarise(runs[name]) for name in names}
-    record = {"facts": facts, "settings": {k: str(v) for k, v in vars(args).items()}, "summary": summary,
-              "runs": runs}
+    record = {"facts": facts, "settings": {k: str(v) for k, v in vars(args).items()}, "summary": summary, "runs": runs}
     if args.out:  # the raw numbers first, so that they survive whatever happens below
         args.out.write_text(json.dumps(record, indent=1))
     markdown, extra = report(facts, summary, args)

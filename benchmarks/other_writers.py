@@ -84,9 +84,7 @@ def photo_jpeg(values: np.ndarray, rng: np.random.Generator) -> bytes:
     ink *= rng.uniform(0.75, 1.0)  # how dark the pen writes
 
     paper = np.array(
-        [(235, 232, 225), (225, 225, 222), (240, 232, 205), (210, 212, 215), (230, 222, 200)][
-            rng.integers(5)
-        ],
+        [(235, 232, 225), (225, 225, 222), (240, 232, 205), (210, 212, 215), (230, 222, 200)][rng.integers(5)],
         dtype=np.float32,
     ) + rng.uniform(-10, 10, 3)
     pen = np.array(
@@ -158,8 +156,7 @@ def score(network: Network, digits: np.ndarray, read: list[int], labels: np.ndar
         x = digits
         if network.input_shape[-2:] != (28, 28) and int(np.prod(network.input_shape)) != 784:
             side = int(math.isqrt(int(np.prod(network.input_shape[-2:]))))
-            x = np.array([np.asarray(Image.fromarray(d).resize((side, side), Image.Resampling.BOX))
-                          for d in digits])
+            x = np.array([np.asarray(Image.fromarray(d).resize((side, side), Image.Resampling.BOX)) for d in digits])
             shape = (len(digits), *network.input_shape)
         predicted[read] = network.predict(x.reshape(shape))
     correct = predicted == labels
@@ -210,8 +207,7 @@ def table(results: dict, models: list[str], sets: list[str]) -> str:
     for name in sets:
         for model in models:
             per = results["sets"][name]["models"][model]["per_class"]
-            cells = " ".join(f"{100 * per.get(d, float('nan')):3.0f}" if d in per else "  -"
-                             for d in range(10))
+            cells = " ".join(f"{100 * per.get(d, float('nan')):3.0f}" if d in per else "  -" for d in range(10))
             lines.append(f"  {name:<13} {Path(model).name[:22]:<22} {cells}")
     return "\n".join(lines)
 
@@ -222,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drawings", type=Path, help="folder of <digit>_name.png drawings")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--save-photos", type=Path, help="also save the photo-like images here")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="use only the first N images of each set (quick runs)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images of each set (quick runs)")
     args = parser.parse_args(argv)
 
     from sklearn.datasets import load_digits
@@ -237,20 +232,19 @@ def main(argv: list[str] | None = None) -> int:
     mnist_x, mnist_y = mnist.test_images[:limit], mnist.test_labels[:limit].astype(np.int64)
     sk_x, sk_y = digits.images[:limit], digits.target[:limit].astype(np.int64)
 
-    results: dict = {"versions": {"digitnet": __version__, "python": platform.python_version(),
-                                  "numpy": np.__version__},
-                     "photo_seed": PHOTO_SEED, "sets": {}}
+    results: dict = {
+        "versions": {"digitnet": __version__, "python": platform.python_version(), "numpy": np.__version__},
+        "photo_seed": PHOTO_SEED,
+        "sets": {},
+    }
     sets = ["mnist", "mnist-png", "digits-clean", "digits-photo"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         rng = np.random.default_rng(PHOTO_SEED)
         files = {
-            "mnist-png": (write_all(folder, "mnist", [mnist_png(d) for d in mnist_x], ".png"),
-                          mnist_y),
-            "digits-clean": (write_all(folder, "clean", [clean_png(v) for v in sk_x], ".png"),
-                             sk_y),
-            "digits-photo": (write_all(folder, "photo", [photo_jpeg(v, rng) for v in sk_x], ".jpg"),
-                             sk_y),
+            "mnist-png": (write_all(folder, "mnist", [mnist_png(d) for d in mnist_x], ".png"), mnist_y),
+            "digits-clean": (write_all(folder, "clean", [clean_png(v) for v in sk_x], ".png"), sk_y),
+            "digits-photo": (write_all(folder, "photo", [photo_jpeg(v, rng) for v in sk_x], ".jpg"), sk_y),
         }
         if args.save_photos:
             args.save_photos.mkdir(parents=True, exist_ok=True)
@@ -260,30 +254,36 @@ def main(argv: list[str] | None = None) -> int:
             files["drawings"] = drawings(args.drawings)
             sets.append("drawings")
 
-        results["sets"]["mnist"] = {"n": int(len(mnist_y)), "models": {
-            model: score(network, mnist_x.astype(np.float32) / 255, list(range(len(mnist_y))),
-                         mnist_y)
-            for model, network in networks.items()}}
+        results["sets"]["mnist"] = {
+            "n": int(len(mnist_y)),
+            "models": {
+                model: score(network, mnist_x.astype(np.float32) / 255, list(range(len(mnist_y))), mnist_y)
+                for model, network in networks.items()
+            },
+        }
         for name, (paths, labels) in files.items():
             read_digits, read, refused, seconds = read_files(paths)
             results["sets"][name] = {
                 "n": int(len(labels)),
                 "ms_per_image": 1000 * seconds / max(1, len(paths)),
                 "refusals": {paths[i].name: message for i, message in list(refused.items())[:20]},
-                "models": {model: score(network, read_digits, read, labels)
-                           for model, network in networks.items()},
+                "models": {model: score(network, read_digits, read, labels) for model, network in networks.items()},
             }
-            print(f"{name}: {len(paths)} files read in {seconds:.1f} s "
-                  f"({1000 * seconds / max(1, len(paths)):.1f} ms each), {len(refused)} refused",
-                  file=sys.stderr)
+            print(
+                f"{name}: {len(paths)} files read in {seconds:.1f} s "
+                f"({1000 * seconds / max(1, len(paths)):.1f} ms each), {len(refused)} refused",
+                file=sys.stderr,
+            )
 
     print(table(results, args.models, sets))
     for model in args.models:
         clean = results["sets"]["digits-clean"]["models"][model]["accuracy"]
         photo = results["sets"]["digits-photo"]["models"][model]["accuracy"]
         verdict = "met" if photo >= clean - 0.02 else "NOT met"
-        print(f"target (photo within 2 points of clean) for {Path(model).name}: {verdict} "
-              f"({100 * (photo - clean):+.1f} points)")
+        print(
+            f"target (photo within 2 points of clean) for {Path(model).name}: {verdict} "
+            f"({100 * (photo - clean):+.1f} points)"
+        )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, allow_nan=False))
     return 0

@@ -58,7 +58,7 @@ rng = np.random.default_rng(0)
 from digitnet.data import load_dataset
 
 mnist = load_dataset("mnist", progress=print)
-mnist
+print(mnist)
 
 # %% [markdown]
 # The images are `uint8` arrays: 0 is paper, 255 is full ink. Here are the first 30 training
@@ -83,12 +83,9 @@ plt.show()
 train_counts = np.bincount(mnist.train_labels, minlength=10)
 test_counts = np.bincount(mnist.test_labels, minlength=10)
 figure, ax = plt.subplots(figsize=(7, 3))
-ax.bar(np.arange(10) - 0.2, train_counts / train_counts.sum(), width=0.4, label="training",
-       color="#0072b2")
-ax.bar(np.arange(10) + 0.2, test_counts / test_counts.sum(), width=0.4, label="test",
-       color="#e69f00", hatch="//")
-ax.set(xticks=range(10), xlabel="digit", ylabel="fraction of the set", title="Label distribution",
-       ylim=(0, 0.15))
+ax.bar(np.arange(10) - 0.2, train_counts / train_counts.sum(), width=0.4, label="training", color="#0072b2")
+ax.bar(np.arange(10) + 0.2, test_counts / test_counts.sum(), width=0.4, label="test", color="#e69f00", hatch="//")
+ax.set(xticks=range(10), xlabel="digit", ylabel="fraction of the set", title="Label distribution", ylim=(0, 0.15))
 ax.legend(loc="upper center", ncols=2)
 plt.show()
 assert train_counts.min() / train_counts.sum() > 0.085 and train_counts.max() / train_counts.sum() < 0.12
@@ -119,6 +116,7 @@ print("training", X_train.shape, " validation", X_val.shape, " test", X_test.sha
 # The network outputs 10 numbers, so the target is 10 numbers too: 1 for the right digit, 0 for
 # the others. Label 3 becomes `[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]`.
 
+
 # %%
 def one_hot(labels, num_classes=10):
     """Integer labels (N,) -> rows (N, num_classes) with a single 1."""
@@ -140,6 +138,7 @@ one_hot(np.array([3, 0, 9]))
 # half of its inputs to zero, which halves $\mathbb{E}[x^2]$ for the next layer. Drawing
 # $W \sim \mathcal{N}(0,\ 2/\text{fan\_in})$ (**He initialisation**) exactly compensates, so the
 # signal keeps its size from layer to layer instead of vanishing or exploding.
+
 
 # %%
 def init_params(rng, sizes=(784, 128, 10), dtype=np.float32):
@@ -165,7 +164,7 @@ params = init_params(rng)
 last_layer = {}
 for name, std_of in [("std 0.01", lambda fan_in: 0.01), ("He", lambda fan_in: np.sqrt(2 / fan_in))]:
     a, sizes = X_train[:500], []
-    for layer in range(10):
+    for _ in range(10):
         W = rng.standard_normal((a.shape[1], 256)) * std_of(a.shape[1])
         a = np.maximum(a @ W, 0)
         sizes.append(a.std())
@@ -187,6 +186,7 @@ assert last_layer["He"] > 0.1 and last_layer["std 0.01"] < 1e-6
 # softmax (the factor $e^{-c}$ cancels between numerator and denominator), so we subtract the
 # largest logit: the biggest exponent is then $e^0 = 1$ and nothing can overflow. We compute
 # $\log p$ the same way (`log_softmax`), which also avoids ever taking $\log 0$.
+
 
 # %%
 def relu(z):
@@ -233,6 +233,7 @@ print(np.round(cache["P"], 2), "\nrow sums:", cache["P"].sum(axis=1))
 # the batch. A network that guesses uniformly has $L = \log 10 \approx 2.30$, which is about where
 # an untrained one starts.
 
+
 # %%
 def cross_entropy(Z, Y):
     """Mean cross-entropy of softmax(Z) against one-hot targets Y, from the logits Z."""
@@ -277,6 +278,7 @@ assert 1.5 < initial_loss < 4
 # $\mathbb{1}[z_1 > 0]$. Each gradient has the shape of its parameter, which is a good way to
 # remember where the transposes go.
 
+
 # %%
 def backward(params, cache, Y):
     """Gradients of the mean cross-entropy with respect to every parameter."""
@@ -299,6 +301,7 @@ assert all(grads[name].shape == params[name].shape for name in params)
 # The gradient points uphill, so each parameter takes a small step the other way:
 # $\theta \leftarrow \theta - \eta \, \partial L / \partial \theta$, with learning rate $\eta$.
 # One step on one batch already lowers that batch's loss:
+
 
 # %%
 def sgd_step(params, grads, lr):
@@ -352,6 +355,7 @@ assert worst < 1e-5
 # gradient step per batch. One pass over the data is an *epoch*. After each epoch we measure
 # accuracy on the validation images, which training never sees.
 
+
 # %%
 def accuracy(params, X, y):
     return float((forward(params, X)["Z2"].argmax(axis=1) == y).mean())
@@ -364,23 +368,33 @@ def train_by_hand(params, X, y, *, epochs, lr, batch_size, rng, X_val, y_val):
         started, order = time.perf_counter(), rng.permutation(len(X))
         loss_sum, correct = 0.0, 0
         for start in range(0, len(X), batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             cache, Y = forward(params, X[index]), one_hot(y[index])
             loss_sum += cross_entropy(cache["Z2"], Y) * len(index)
             correct += int((cache["Z2"].argmax(axis=1) == y[index]).sum())
             sgd_step(params, backward(params, cache, Y), lr)
-        history.append({"epoch": epoch, "seconds": time.perf_counter() - started,
-                        "loss": loss_sum / len(X), "train_accuracy": correct / len(X),
-                        "val_accuracy": accuracy(params, X_val, y_val), "lr": lr})
+        history.append(
+            {
+                "epoch": epoch,
+                "seconds": time.perf_counter() - started,
+                "loss": loss_sum / len(X),
+                "train_accuracy": correct / len(X),
+                "val_accuracy": accuracy(params, X_val, y_val),
+                "lr": lr,
+            }
+        )
         record = history[-1]
-        print(f"epoch {epoch}: loss {record['loss']:.4f}  train acc {record['train_accuracy']:.2%}  "
-              f"val acc {record['val_accuracy']:.2%}  ({record['seconds']:.1f} s)")
+        print(
+            f"epoch {epoch}: loss {record['loss']:.4f}  train acc {record['train_accuracy']:.2%}  "
+            f"val acc {record['val_accuracy']:.2%}  ({record['seconds']:.1f} s)"
+        )
     return history
 
 
 params = init_params(np.random.default_rng(0))
-hand_history = train_by_hand(params, X_train, y_train, epochs=5, lr=0.5, batch_size=128,
-                             rng=np.random.default_rng(0), X_val=X_val, y_val=y_val)
+hand_history = train_by_hand(
+    params, X_train, y_train, epochs=5, lr=0.5, batch_size=128, rng=np.random.default_rng(0), X_val=X_val, y_val=y_val
+)
 
 # %% [markdown]
 # The seed project claimed more than 93% on the test set. Checked:
@@ -409,12 +423,15 @@ from digitnet.nn import SoftmaxCrossEntropy, build_mlp
 
 network = build_mlp((128,), rng=np.random.default_rng(0))  # mean 0, std 1: input = pixels / 255
 print(network.describe(), network.layers)
-network.load_state({"layer1.W": params["W1"], "layer1.b": params["b1"],
-                    "layer3.W": params["W2"], "layer3.b": params["b2"]})
+network.load_state(
+    {"layer1.W": params["W1"], "layer1.b": params["b1"], "layer3.W": params["W2"], "layer3.b": params["b2"]}
+)
 
 images, labels = mnist.test_images[:256], y_test[:256]
 ours = forward(params, X_test[:256])
-logits = network.forward(network.prepare(images))  # prepare: uint8 -> [0, 1], shape (N, 1, 28, 28)
+# prepare: uint8 -> [0, 1], shape (N, 1, 28, 28). training=True keeps what backward needs;
+# a plain forward (or predict_proba) stores nothing, so it can run in many threads at once.
+logits = network.forward(network.prepare(images), training=True)
 assert np.allclose(logits, ours["Z2"], atol=1e-4)
 assert np.allclose(network.predict_proba(images), ours["P"], atol=1e-5)
 
@@ -440,26 +457,22 @@ print("Library and hand-built network agree on outputs, loss and all four gradie
 # * a **cosine schedule** lowers the learning rate smoothly to zero over the run.
 
 # %%
-from digitnet.recipes import default_config
-from digitnet.train import Reporter, split_validation, train
+from digitnet.experiment import ExperimentConfig, run
+from digitnet.train import Reporter
 
 
 class PrintEpochs(Reporter):
     def epoch_done(self, record, epochs):
-        print(f"epoch {record.epoch}/{epochs}: loss {record.loss:.4f}  val acc {record.val_accuracy:.2%}"
-              f"  ({record.seconds:.1f} s)")
+        print(
+            f"epoch {record.epoch}/{epochs}: loss {record.loss:.4f}  val acc {record.val_accuracy:.2%}"
+            f"  ({record.seconds:.1f} s)"
+        )
 
 
-config = default_config()
-print(config)
-train_rng = np.random.default_rng(0)
-train_index, val_index = split_validation(len(mnist.train_labels), 5000, train_rng)
-pixels = mnist.train_images[train_index]
-network = build_mlp((128,), rng=train_rng, mean=pixels.mean() / 255, std=pixels.std() / 255,
-                    metadata={"dataset": "mnist"})
-x, y = network.prepare(mnist.train_images), mnist.train_labels.astype(np.int64)
-history = train(network, x[train_index], y[train_index], config, train_rng,
-                x_val=x[val_index], y_val=y[val_index], reporter=PrintEpochs())
+config = ExperimentConfig(seed=0)  # exactly what `digitnet train --seed 0` runs
+print(config.train_config())
+result = run(config, mnist, reporter=PrintEpochs())
+network, history = result.network, result.history
 print(f"trained in {history.train_seconds:.1f} s")
 
 # %%
@@ -496,8 +509,10 @@ plots.plot_confusion_matrix(result.confusion, mnist.class_names)
 # %%
 print("digit  precision  recall     F1   count")
 for k in range(10):
-    print(f"{k:>5}  {result.precision[k]:>9.2%}  {result.recall[k]:>6.2%}  {result.f1[k]:>6.2%}"
-          f"  {result.confusion[k].sum():>5}")
+    print(
+        f"{k:>5}  {result.precision[k]:>9.2%}  {result.recall[k]:>6.2%}  {result.f1[k]:>6.2%}"
+        f"  {result.confusion[k].sum():>5}"
+    )
 print(f"worst recall: digit {result.recall.argmin()}")
 
 # %% [markdown]
@@ -530,22 +545,25 @@ plots.plot_first_layer_weights(network, count=32)
 # The hand-built network's first layer, trained with plain SGD, for comparison:
 
 # %%
-plots.plot_weight_images(params["W1"].T.reshape(-1, 28, 28), count=32,
-                         title="Hand-built network's first layer", unit="hidden unit")
+plots.plot_weight_images(
+    params["W1"].T.reshape(-1, 28, 28), count=32, title="Hand-built network's first layer", unit="hidden unit"
+)
 
 # %% [markdown]
 # **Probabilities for single images.** A typical test digit, then the one the network is least
 # sure about.
 
 # %%
-plots.plot_probabilities(probabilities[0], mnist.test_images[0], mnist.class_names,
-                         true_label=int(mnist.test_labels[0]))
+plots.plot_probabilities(
+    probabilities[0], mnist.test_images[0], mnist.class_names, true_label=int(mnist.test_labels[0])
+)
 
 # %%
 unsure = int(probabilities.max(axis=1).argmin())
 print(f"test image {unsure}")
-plots.plot_probabilities(probabilities[unsure], mnist.test_images[unsure], mnist.class_names,
-                         true_label=int(mnist.test_labels[unsure]))
+plots.plot_probabilities(
+    probabilities[unsure], mnist.test_images[unsure], mnist.class_names, true_label=int(mnist.test_labels[unsure])
+)
 
 # %% [markdown]
 # ## 7. Experiments to try
@@ -561,8 +579,18 @@ ACTIVATIONS = {  # name -> (function, derivative given z and the function's valu
 }
 
 
-def run_experiment(*, lr=0.5, hidden=128, activation="relu", subtract_max=True, pixel_scale=1,
-                   epochs=2, n_train=10_000, batch_size=128, seed=0):
+def run_experiment(
+    *,
+    lr=0.5,
+    hidden=128,
+    activation="relu",
+    subtract_max=True,
+    pixel_scale=1,
+    epochs=2,
+    n_train=10_000,
+    batch_size=128,
+    seed=0,
+):
     """Train a 784-hidden-10 network by hand with one thing changed; print each epoch.
 
     "Dead" hidden units output 0 for every validation image: they no longer learn anything.
@@ -575,7 +603,7 @@ def run_experiment(*, lr=0.5, hidden=128, activation="relu", subtract_max=True, 
         for epoch in range(1, epochs + 1):
             order, losses = rng.permutation(n_train), []
             for start in range(0, n_train, batch_size):
-                index = order[start:start + batch_size]
+                index = order[start : start + batch_size]
                 Xb, Y = X[index], one_hot(y[index])
                 Z1 = Xb @ p["W1"] + p["b1"]
                 A1 = f(Z1)
@@ -599,8 +627,7 @@ def run_experiment(*, lr=0.5, hidden=128, activation="relu", subtract_max=True, 
             bad = int(np.sum(~np.isfinite(losses)))
             if bad:
                 notes.append(f"{bad} of {len(losses)} batches had a NaN or infinite loss")
-            print(f"epoch {epoch}: mean loss {np.mean(losses):.4f}  val acc {val_accuracy:.2%}  "
-                  + "  ".join(notes))
+            print(f"epoch {epoch}: mean loss {np.mean(losses):.4f}  val acc {val_accuracy:.2%}  " + "  ".join(notes))
 
 
 run_experiment()

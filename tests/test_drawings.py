@@ -81,8 +81,10 @@ def read(client, **request) -> int:
 
 @pytest.mark.parametrize("digit", sorted(STROKES))
 def test_a_drawn_digit_is_read_the_same_wherever_and_however_big_or_bold_it_is(client, digit):
-    readings = {style: read(client, json={"pixels": drawing(digit, width, box).tolist()})
-                for style, (width, box) in STYLES.items()}
+    readings = {
+        style: read(client, json={"pixels": drawing(digit, width, box).tolist()})
+        for style, (width, box) in STYLES.items()
+    }
     assert readings == {style: digit for style in STYLES}
 
 
@@ -100,7 +102,8 @@ def _redraw(digit: np.ndarray, scale: int, canvas: int, position: tuple[int, int
 
 
 def test_mnist_digits_redrawn_off_centre_small_large_thick_or_thin_are_read_as_well_as_the_originals(
-        client, mnist, mnist_model_path):
+    client, mnist, mnist_model_path
+):
     count = 150
     rng = np.random.default_rng(5)
     index = rng.choice(len(mnist.test_labels), count, replace=False)

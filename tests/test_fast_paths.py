@@ -61,29 +61,31 @@ def textbook_adam(p, g, m, s, t, lr, b1, b2, eps, weight_decay):
     g = g + weight_decay * p
     m[:] = b1 * m + (1 - b1) * g
     s[:] = b2 * s + (1 - b2) * g * g
-    m_hat, s_hat = m / (1 - b1 ** t), s / (1 - b2 ** t)
+    m_hat, s_hat = m / (1 - b1**t), s / (1 - b2**t)
     return p - lr * m_hat / (np.sqrt(s_hat) + eps)
 
 
 @DTYPES
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01], ids=["no decay", "weight decay"])
-@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)],
-                         ids=["sgd", "momentum", "nesterov"])
+@pytest.mark.parametrize(
+    "momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)], ids=["sgd", "momentum", "nesterov"]
+)
 def test_in_place_sgd_equals_the_textbook_update(momentum, nesterov, weight_decay, dtype, rng):
     shapes = [(6, 4), (4,)]
     params = [rng.standard_normal(shape).astype(dtype) for shape in shapes]
     grads = [np.zeros_like(p) for p in params]
     expected = [p.copy() for p in params]
     velocity = [np.zeros_like(p) for p in params]
-    optimizer = SGD(list(zip(params, grads)), lr=0.05, momentum=momentum, nesterov=nesterov,
-                    weight_decay=weight_decay)
+    optimizer = SGD(list(zip(params, grads)), lr=0.05, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
     for _ in range(5):
         for g in grads:
             g[...] = rng.standard_normal(g.shape)
         original = [g.copy() for g in grads]
         optimizer.step()
-        expected = [textbook_sgd(p, g, v, 0.05, momentum, nesterov, weight_decay)
-                    for p, g, v in zip(expected, original, velocity)]
+        expected = [
+            textbook_sgd(p, g, v, 0.05, momentum, nesterov, weight_decay)
+            for p, g, v in zip(expected, original, velocity)
+        ]
         for param, want, grad, before in zip(params, expected, grads, original):
             np.testing.assert_allclose(param, want, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
             np.testing.assert_array_equal(grad, before)  # the gradient itself is left alone
@@ -101,8 +103,10 @@ def test_in_place_adam_equals_the_textbook_update(weight_decay, dtype, rng):
     for t in range(1, 8):
         for g in grads:
             g[...] = rng.standard_normal(g.shape) * 10.0 ** rng.integers(-4, 2)
-        expected = [textbook_adam(p, g.astype(np.float64), mi, si, t, 0.01, 0.9, 0.999, 1e-8, weight_decay)
-                    for p, g, mi, si in zip(expected, grads, m, s)]
+        expected = [
+            textbook_adam(p, g.astype(np.float64), mi, si, t, 0.01, 0.9, 0.999, 1e-8, weight_decay)
+            for p, g, mi, si in zip(expected, grads, m, s)
+        ]
         optimizer.step()
         for param, want in zip(params, expected):
             np.testing.assert_allclose(param, want, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
@@ -120,7 +124,7 @@ def textbook_train(network, x_train, y_train, config, rng):
     for _ in range(config.epochs):
         order = rng.permutation(n)
         for batch in range(batches):
-            index = order[batch * config.batch_size:(batch + 1) * config.batch_size]
+            index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
             optimizer.lr = schedule(step)
             loss_fn.forward(network.forward(x_train[index], training=True), y_train[index])
             network.backward(loss_fn.backward())

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import struct
 import tracemalloc
 
 import numpy as np
 import pytest
 
-from digitnet.data.idx import IDX_DTYPES, IdxError, decode_idx, encode_idx, read_idx, write_idx
+import digitnet.data.datasets as catalogue
+from digitnet.data import load_dataset
+from digitnet.data.datasets import ROLES, DatasetSpec, FileSpec
+from digitnet.data.idx import (
+    IDX_DTYPES,
+    IdxError,
+    decode_idx,
+    encode_idx,
+    read_idx,
+    write_idx,
+)
 from digitnet.errors import DataError
 
 NATIVE_DTYPES = [dtype.newbyteorder("=") for dtype in IDX_DTYPES.values()]
@@ -89,8 +100,41 @@ def test_an_unsupported_dtype_cannot_be_written(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_idx_error_is_a_data_error():
-    assert issubclass(IdxError, DataError)
+def test_a_malformed_file_from_read_idx_is_caught_as_a_data_error_that_says_what_to_do(tmp_path):
+    path = tmp_path / "train-labels-idx1-ubyte"
+    path.write_bytes(idx_bytes(0x08, (4,), b"\x01\x02"))
+
+    # Callers (the command line among them) catch DataError, not the IDX module's own class.
+    with pytest.raises(DataError) as caught:
+        read_idx(path)
+
+    assert str(caught.value) == (
+        f"{path} is truncated or its header is corrupt: dimensions (4,) of uint8 need 4 bytes of data "
+        "but the file holds only 2; fetch the file again."
+    )
+
+
+def test_a_verified_dataset_file_that_is_not_valid_idx_surfaces_from_load_dataset_as_a_data_error(
+    tmp_path, monkeypatch
+):
+    # A catalogue whose checksums describe a malformed file: every byte verifies, decoding fails.
+    content = {
+        "train-images-idx3-ubyte": encode_idx(np.zeros((2, 2, 2), np.uint8)),
+        "train-labels-idx1-ubyte": idx_bytes(0x08, (2,), b"\x01\x02\x03"),  # one trailing byte
+        "t10k-images-idx3-ubyte": encode_idx(np.zeros((1, 2, 2), np.uint8)),
+        "t10k-labels-idx1-ubyte": encode_idx(np.zeros(1, np.uint8)),
+    }
+    files = tuple(
+        FileSpec(role, name, len(data), hashlib.sha256(data).hexdigest())
+        for role, (name, data) in zip(ROLES, content.items(), strict=True)
+    )
+    spec = DatasetSpec("broken", "malformed", tuple("0123456789"), (2, 2), 2, 1, files=files)
+    monkeypatch.setattr(catalogue, "DATASETS", {"broken": spec})
+    for name, data in content.items():
+        (tmp_path / name).write_bytes(data)
+
+    with pytest.raises(DataError, match=r"broken/train-labels-idx1-ubyte has 1 unexpected trailing bytes"):
+        load_dataset("broken", data_dir=tmp_path, cache_dir=tmp_path / "cache", allow_network=False)
 
 
 MALFORMED = {

@@ -31,23 +31,27 @@ def test_the_committed_notebook_carries_no_outputs_that_could_go_stale():
     for number, cell in enumerate(committed.cells):
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, (
-                f"cell {number} has saved outputs; {REGENERATE} (outputs are produced by running it)")
+                f"cell {number} has saved outputs; {REGENERATE} (outputs are produced by running it)"
+            )
 
 
 @pytest.mark.slow
 def test_the_notebook_runs_top_to_bottom_and_every_check_in_it_passes(mnist, tmp_path, monkeypatch):
     # `mnist` makes sure the data is in the cache first (the kernel inherits the environment, cache
     # location included) and the kernel imports this checkout's digitnet, not some other copy.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "src"),
-                                                                    os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(notebook, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()  # a failing cell (an assert included) raises CellExecutionError here
 
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     figures = [output for output in outputs if "image/png" in output.get("data", {})]
     assert len(figures) >= 11, "the figures did not display"
-    warnings = [output.text for output in outputs
-                if output.output_type == "stream" and output.name == "stderr" and "Warning" in output.text]
+    warnings = [
+        output.text
+        for output in outputs
+        if output.output_type == "stream" and output.name == "stderr" and "Warning" in output.text
+    ]
     assert not warnings, f"the notebook printed warnings: {warnings}"

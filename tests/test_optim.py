@@ -57,7 +57,7 @@ def test_adam_matches_its_formula_over_several_steps():
         g[:] = 2 * p  # gradient of p^2
         grad = 2 * value
         m, s = 0.8 * m + 0.2 * grad, 0.9 * s + 0.1 * grad * grad
-        value -= 0.1 * (m / (1 - 0.8 ** t)) / (math.sqrt(s / (1 - 0.9 ** t)) + 1e-8)
+        value -= 0.1 * (m / (1 - 0.8**t)) / (math.sqrt(s / (1 - 0.9**t)) + 1e-8)
         opt.step()
     np.testing.assert_allclose(p, [value], rtol=1e-12)
 

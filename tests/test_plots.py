@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,9 +14,9 @@ from PIL import Image
 from digitnet import plots
 from digitnet.data import load_dataset
 from digitnet.errors import DigitnetError
+from digitnet.experiment import ExperimentConfig, run
 from digitnet.metrics import confusion_matrix
-from digitnet.nn import Network, build_mlp
-from digitnet.train import TrainConfig, split_validation, train
+from digitnet.nn import Conv2D, Network
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +28,8 @@ def digits():
 @pytest.fixture(scope="module")
 def digits_model(digits) -> Network:
     """A 64-16-10 network trained for a few epochs, with its history, as `digitnet train` saves it."""
-    rng = np.random.default_rng(0)
-    network = build_mlp((16,), input_shape=(1, 8, 8), rng=rng, mean=0.3, std=0.4,
-                        class_names=digits.class_names, metadata={"dataset": "digits"})
-    train_index, val_index = split_validation(len(digits.train_labels), 200, rng)
-    x, y = network.prepare(digits.train_images), digits.train_labels.astype(np.int64)
-    history = train(network, x[train_index], y[train_index], TrainConfig(epochs=6, batch_size=32), rng,
-                    x_val=x[val_index], y_val=y[val_index])
-    network.metadata["history"] = history.to_list()
-    return network
+    config = ExperimentConfig(dataset="digits", hidden=(16,), val_size=200, recipe={"epochs": 6, "batch_size": 32})
+    return run(config, digits).network
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +61,9 @@ def texts_of(figure) -> list[str]:
 def test_sample_predictions_title_each_image_and_mark_mistakes(digits, probabilities, tmp_path):
     predicted = probabilities.argmax(axis=1).copy()
     predicted[[2, 5]] = (digits.test_labels[[2, 5]] + 1) % 10  # two certain mistakes
-    figure = plots.plot_sample_predictions(digits.test_images, digits.test_labels, predicted,
-                                           digits.class_names, count=16, columns=8)
+    figure = plots.plot_sample_predictions(
+        digits.test_images, digits.test_labels, predicted, digits.class_names, count=16, columns=8
+    )
     assert_good_png(plots.save_figure(figure, tmp_path / "samples.png"), figure)
     axes = figure.axes
     assert len(axes) == 16
@@ -151,8 +144,10 @@ def test_a_model_without_history_gets_a_clear_message_not_a_crash(digits_model):
     with pytest.raises(plots.NoHistoryError) as caught:
         plots.plot_learning_curves(bare, source="model.npz")
     assert isinstance(caught.value, DigitnetError)
-    assert str(caught.value) == ("model.npz has no training history (it was saved without one); the "
-                                 "learning-curve plot needs a model written by `digitnet train`.")
+    assert str(caught.value) == (
+        "model.npz has no training history (it was saved without one); the "
+        "learning-curve plot needs a model written by `digitnet train`."
+    )
 
 
 def test_first_layer_weights_show_each_hidden_unit_as_an_image(digits_model, tmp_path):
@@ -168,11 +163,7 @@ def test_first_layer_weights_show_each_hidden_unit_as_an_image(digits_model, tmp
 
 
 def test_first_layer_weights_draw_convolution_filters(tmp_path):
-    class Conv2D:  # the documented contract: W shaped (out_channels, in_channels, kh, kw)
-        def __init__(self):
-            self.params = {"W": np.random.default_rng(0).normal(size=(6, 3, 5, 5)), "b": np.zeros(6)}
-
-    network = SimpleNamespace(layers=[Conv2D()], input_shape=(3, 28, 28))
+    network = Network([Conv2D(3, 6, 5, rng=np.random.default_rng(0))], (3, 28, 28))
     figure = plots.plot_first_layer_weights(network)
     images = [image for ax in figure.axes for image in ax.get_images()]
     assert len(images) == 6 and images[0].get_array().shape == (5, 5)
@@ -181,19 +172,18 @@ def test_first_layer_weights_draw_convolution_filters(tmp_path):
 
 
 def test_first_layer_weights_explain_what_they_cannot_draw():
-    class Odd:
-        def __init__(self):
-            self.params = {"W": np.zeros((10, 5))}
+    from digitnet.nn import BatchNorm, Dense, Flatten
 
-    network = SimpleNamespace(layers=[Odd()], input_shape=(1, 28, 28))
+    network = Network([BatchNorm(1), Flatten(), Dense(784, 10, rng=np.random.default_rng(0))], (1, 28, 28))
     with pytest.raises(DigitnetError, match="only for a Dense layer reading the pixels or a convolution"):
         plots.plot_first_layer_weights(network)
 
 
 def test_probability_bars_show_every_class_and_highlight_the_prediction(digits, probabilities, tmp_path):
     p = probabilities[0]
-    figure = plots.plot_probabilities(p, digits.test_images[0], digits.class_names,
-                                      true_label=int(digits.test_labels[0]))
+    figure = plots.plot_probabilities(
+        p, digits.test_images[0], digits.class_names, true_label=int(digits.test_labels[0])
+    )
     assert_good_png(plots.save_figure(figure, tmp_path / "probabilities.png"), figure)
     image_ax, bar_ax = figure.axes
     assert image_ax.get_images() and image_ax.get_title() == "input"
@@ -242,9 +232,11 @@ def test_save_model_plots_rejects_an_image_index_outside_the_test_set(digits_mod
 
 def test_plots_never_touch_pyplot_or_a_display(tmp_path):
     # pyplot would pick a GUI backend where one exists; the module must work on a headless server.
-    code = ("import sys, numpy as np; from digitnet import plots; "
-            "plots.save_figure(plots.plot_probabilities(np.full(10, 0.1)), sys.argv[1]); "
-            "assert 'matplotlib.pyplot' not in sys.modules")
+    code = (
+        "import sys, numpy as np; from digitnet import plots; "
+        "plots.save_figure(plots.plot_probabilities(np.full(10, 0.1)), sys.argv[1]); "
+        "assert 'matplotlib.pyplot' not in sys.modules"
+    )
     env = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "MPLBACKEND")}
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "p.png")], check=True, env=env)
     assert (tmp_path / "p.png").is_file()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 
 import numpy as np
@@ -22,8 +21,7 @@ from digitnet.nn import build_mlp
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     """An untrained network: these tests are about the command's plumbing, not its answers."""
-    network = build_mlp((16,), rng=np.random.default_rng(0), mean=0.13, std=0.31,
-                        metadata={"dataset": "mnist"})
+    network = build_mlp((16,), rng=np.random.default_rng(0), mean=0.13, std=0.31, metadata={"dataset": "mnist"})
     path = tmp_path_factory.mktemp("predict-cli") / "model.npz"
     network.save(path)
     return path
@@ -53,8 +51,7 @@ def invoke(*args, timeout: float = 60.0):
     return outcome["result"]
 
 
-def test_a_folder_among_the_images_is_one_failed_file_and_the_others_are_still_read(
-        model_path, seven, tmp_path):
+def test_a_folder_among_the_images_is_one_failed_file_and_the_others_are_still_read(model_path, seven, tmp_path):
     folder = tmp_path / "a-folder"
     folder.mkdir()
     result = invoke("predict", model_path, folder, seven, "--json")
@@ -66,8 +63,7 @@ def test_a_folder_among_the_images_is_one_failed_file_and_the_others_are_still_r
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
-def test_a_named_pipe_is_reported_as_not_a_regular_file_instead_of_hanging(
-        model_path, seven, tmp_path):
+def test_a_named_pipe_is_reported_as_not_a_regular_file_instead_of_hanging(model_path, seven, tmp_path):
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     result = invoke("predict", model_path, fifo, seven, "--json", timeout=30)
@@ -77,8 +73,7 @@ def test_a_named_pipe_is_reported_as_not_a_regular_file_instead_of_hanging(
     assert "digit" in answers[1]
 
 
-def test_a_refused_image_gets_its_reason_in_json_and_the_exit_status_is_1(
-        model_path, seven, tmp_path):
+def test_a_refused_image_gets_its_reason_in_json_and_the_exit_status_is_1(model_path, seven, tmp_path):
     blank = tmp_path / "blank.png"
     Image.new("L", (80, 80), 255).save(blank)
     two = tmp_path / "two-digits.png"
@@ -119,7 +114,7 @@ class NaNNetwork:
 
 
 def test_nan_probabilities_never_reach_the_json_output(monkeypatch, seven):
-    monkeypatch.setattr(predict_module, "load_model", lambda path: NaNNetwork())
+    monkeypatch.setattr(predict_module, "model_or_reader", lambda path: (NaNNetwork(), str(path)))
     result = invoke("predict", "model.npz", seven, "--json")
     assert result.exit_code == 1
     assert "NaN" not in result.stdout.replace("NaN or infinite", "")
@@ -127,11 +122,11 @@ def test_nan_probabilities_never_reach_the_json_output(monkeypatch, seven):
     assert "NaN or infinite probabilities" in answers[0]["error"]
 
 
-def test_class_names_from_the_model_reach_the_terminal_without_markup_or_control_codes(
-        model_path, seven, tmp_path):
+def test_class_names_from_the_model_reach_the_terminal_without_markup_or_control_codes(model_path, seven, tmp_path):
     names = [f"[bold red]{digit}[/bold red]\x1b[2J\x07" for digit in range(10)]
-    network = build_mlp((16,), rng=np.random.default_rng(0), mean=0.13, std=0.31,
-                        class_names=names, metadata={"dataset": "mnist"})
+    network = build_mlp(
+        (16,), rng=np.random.default_rng(0), mean=0.13, std=0.31, class_names=names, metadata={"dataset": "mnist"}
+    )
     path = tmp_path / "odd-names.npz"
     network.save(path)
     result = invoke("predict", path, seven)
@@ -142,22 +137,21 @@ def test_class_names_from_the_model_reach_the_terminal_without_markup_or_control
 
 @pytest.mark.parametrize(
     ("name", "printed"),
-    [("seven", "seven"), ("naïve 七", "naïve 七"), ("sept\u200e\x00\x1b[0m", "sept[0m"),
-     ("[link=file:///etc]x[/link]", "[link=file:///etc]x[/link]")],
+    [
+        ("seven", "seven"),
+        ("naïve 七", "naïve 七"),
+        ("sept\u200e\x00\x1b[0m", "sept[0m"),
+        ("[link=file:///etc]x[/link]", "[link=file:///etc]x[/link]"),
+    ],
 )
-def test_shown_text_keeps_ordinary_names_drops_control_characters_and_is_never_markup(
-        name, printed):
-    assert Text.from_markup(predict_module.shown(name)).plain == printed
+def test_printed_text_keeps_ordinary_names_drops_control_characters_and_is_never_markup(name, printed):
+    from digitnet.cli.common import printable
+
+    assert Text.from_markup(printable(name)).plain == printed
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
-def test_an_unreadable_file_is_one_failed_file(model_path, seven, tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root reads every file")
-    locked = tmp_path / "locked.png"
-    locked.write_bytes(seven.read_bytes())
-    locked.chmod(0)
-    result = invoke("predict", model_path, locked, seven, "--json")
-    assert result.exit_code == 1
-    answers = json.loads(result.stdout)
-    assert "error" in answers[0] and "digit" in answers[1]
+def test_without_a_model_file_the_shipped_reader_reads_the_images(seven):
+    result = invoke("predict", seven, "--json")
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)[0]
+    assert answer["file"] == str(seven) and answer["digit"] == 7

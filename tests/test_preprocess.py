@@ -184,22 +184,16 @@ def test_a_faint_speck_far_from_the_digit_does_not_shrink_it(reference):
 def stroke_width(digit: np.ndarray) -> float:
     """Mean stroke width in pixels: 2 x area / outline length of the ink above one half."""
     mask = np.pad(digit > 0.5, 1)
-    outline = np.count_nonzero(mask[1:] != mask[:-1]) + np.count_nonzero(
-        mask[:, 1:] != mask[:, :-1]
-    )
+    outline = np.count_nonzero(mask[1:] != mask[:-1]) + np.count_nonzero(mask[:, 1:] != mask[:, :-1])
     return 2 * mask.sum() / outline
 
 
 @pytest.mark.parametrize("width_ratio", [0.005, 0.3], ids=["hairline", "marker"])
-def test_hairline_and_marker_strokes_come_out_about_as_wide_as_mnist_strokes(
-    width_ratio, reference
-):
+def test_hairline_and_marker_strokes_come_out_about_as_wide_as_mnist_strokes(width_ratio, reference):
     # MNIST strokes are 1.3 to 3.1 pixels wide (5th to 95th percentile of stroke_width); much
     # thinner or thicker ones are misread by a network trained on MNIST, so to_mnist redraws them.
     # Left alone, these would come out about 0.7 and 6 pixels wide.
-    digit = to_mnist(
-        ink_of(draw(canvas=(1200, 1200), box=(100, 100, 1000), width_ratio=width_ratio))
-    )
+    digit = to_mnist(ink_of(draw(canvas=(1200, 1200), box=(100, 100, 1000), width_ratio=width_ratio)))
     assert 1.3 < stroke_width(digit) < 3.3
     assert correlation(digit, reference) > 0.75  # left alone: 0.70 and 0.62
 
@@ -258,9 +252,7 @@ def test_grey_paper_becomes_a_black_background(tmp_path, reference):
     [(0, 0, 0, 255), (255, 255, 255, 255), (200, 30, 30, 255)],
     ids=["black", "white", "red"],
 )
-def test_a_canvas_png_with_a_transparent_background_is_read_like_a_drawing_on_paper(
-    tmp_path, reference, stroke
-):
+def test_a_canvas_png_with_a_transparent_background_is_read_like_a_drawing_on_paper(tmp_path, reference, stroke):
     # HTML canvases export transparent (0, 0, 0, 0) pixels around the strokes.
     path = save(draw(mode="RGBA", paper=(0, 0, 0, 0), ink=stroke), tmp_path / "canvas.png")
     assert correlation(preprocess_file(path), reference) > 0.99
@@ -298,9 +290,7 @@ def test_jpeg_bmp_gif_and_webp_files_give_the_same_digit_as_png(tmp_path, refere
 
 
 def test_a_sideways_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_path, reference):
-    stored = draw(paper=255, ink=0).transpose(
-        Image.Transpose.ROTATE_90
-    )  # camera stored it sideways
+    stored = draw(paper=255, ink=0).transpose(Image.Transpose.ROTATE_90)  # camera stored it sideways
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     path = save(stored, tmp_path / "photo.jpg", exif=exif, quality=95)
@@ -333,9 +323,7 @@ def test_preprocess_for_model_shapes_the_digit_as_the_network_input(tmp_path, sh
 
 
 @pytest.mark.parametrize("shape", [(1, 14, 14), (196,)])
-def test_preprocess_for_model_shrinks_the_digit_by_area_averaging_for_a_smaller_model(
-    tmp_path, shape
-):
+def test_preprocess_for_model_shrinks_the_digit_by_area_averaging_for_a_smaller_model(tmp_path, shape):
     path = save(draw(FOUR, paper=255, ink=0), tmp_path / "four.png")
     x = preprocess_for_model(path, shape)
     assert x.shape == shape and x.dtype == np.float32
@@ -361,9 +349,7 @@ def test_a_blank_image_file_is_an_image_error_naming_the_file(tmp_path, image):
         preprocess_file(path)
 
 
-@pytest.mark.parametrize(
-    "ink", [np.zeros((280, 280)), np.full((50, 50), 0.01)], ids=["zeros", "faint-noise"]
-)
+@pytest.mark.parametrize("ink", [np.zeros((280, 280)), np.full((50, 50), 0.01)], ids=["zeros", "faint-noise"])
 def test_a_blank_drawing_is_an_image_error(ink):
     with pytest.raises(ImageError, match="blank: no ink"):
         to_mnist(ink)
@@ -393,20 +379,14 @@ def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares ``width`` x ``height`` pixels but holds no pixel data at all."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
-@pytest.mark.parametrize(
-    ("width", "height"), [(8000, 6000), (100_000, 100_000)], ids=["48MP", "10GP"]
-)
-def test_a_huge_image_is_refused_from_its_header_without_decoding_it(
-    tmp_path, monkeypatch, width, height
-):
+@pytest.mark.parametrize(("width", "height"), [(8000, 6000), (100_000, 100_000)], ids=["48MP", "10GP"])
+def test_a_huge_image_is_refused_from_its_header_without_decoding_it(tmp_path, monkeypatch, width, height):
     assert width * height > MAX_IMAGE_PIXELS
     path = tmp_path / "bomb.png"
     path.write_bytes(png_header_only(width, height))
@@ -467,8 +447,7 @@ def test_to_mnist_accepts_integer_and_boolean_arrays(reference):
 
 def pen_ink(strokes=SEVEN, side: int = 160, width_ratio: float = 0.12) -> np.ndarray:
     """A digit as anti-aliased ink in [0, 1] (drawn 4x larger and shrunk), ``side`` pixels square."""
-    big = draw(strokes, canvas=(4 * side, 4 * side), box=(side // 2, side // 2, 3 * side),
-               width_ratio=width_ratio)
+    big = draw(strokes, canvas=(4 * side, 4 * side), box=(side // 2, side // 2, 3 * side), width_ratio=width_ratio)
     return np.asarray(big.resize((side, side), Image.Resampling.BOX), dtype=np.float32) / 255
 
 
@@ -530,8 +509,7 @@ def aligned_correlation(a: np.ndarray, b: np.ndarray) -> float:
     Centring by mass moves a digit by whole pixels: a hair's difference in the ink can move it
     one pixel, which for thin strokes alone would halve a plain correlation.
     """
-    return max(correlation(np.roll(a, (dy, dx), axis=(0, 1)), b)
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    return max(correlation(np.roll(a, (dy, dx), axis=(0, 1)), b) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 
 @pytest.fixture(scope="module")
@@ -547,8 +525,7 @@ def clean_seven() -> np.ndarray:
         {"light": 0.45, "shadow": 0.45},
         {"paper": (235, 225, 195), "pen": (30, 45, 160), "noise": 4, "blur": 0.8, "quality": 70},
         {"light": 0.4, "shadow": 0.4, "specks": 15, "noise": 4, "blur": 0.8, "quality": 70},
-        {"paper": (235, 235, 230), "pen": (150, 150, 150), "light": 0.3, "noise": 3,
-         "quality": 80},
+        {"paper": (235, 235, 230), "pen": (150, 150, 150), "light": 0.3, "noise": 3, "quality": 80},
         {"paper": (45, 55, 50), "pen": (235, 235, 225), "light": 0.4, "noise": 3, "quality": 85},
     ],
     ids=[
@@ -613,8 +590,7 @@ def test_a_ruled_line_across_the_page_is_not_taken_for_part_of_the_digit(clean_s
 def test_a_12_megapixel_photo_is_decoded_reduced_and_read_whole(tmp_path, clean_seven):
     ink = pen_ink(side=1200)
     path = tmp_path / "phone.jpg"
-    path.write_bytes(photo(ink, size=(4000, 3000), at=(1400, 900), light=0.4, noise=3,
-                           quality=90))
+    path.write_bytes(photo(ink, size=(4000, 3000), at=(1400, 900), light=0.4, noise=3, quality=90))
     ink_map = load_image(path)
     assert max(ink_map.shape) <= 1000 and ink_map.shape[1] * 3 == ink_map.shape[0] * 4
     assert aligned_correlation(preprocess_file(path), clean_seven) > 0.9
@@ -671,8 +647,11 @@ def test_two_digits_side_by_side_are_refused_with_advice_to_crop_to_one():
     two = np.zeros((160, 330), np.float32)
     two[:, :160] = pen_ink(SEVEN)
     two[:, 170:] = pen_ink(FOUR)
-    with pytest.raises(ImageError, match=r"seems to hold 2 separate marks side by side; crop it "
-                                         r"to one digit"):
+    with pytest.raises(
+        ImageError,
+        match=r"seems to hold 2 separate marks side by side; crop it "
+        r"to one digit",
+    ):
         preprocess_file(photo(two, size=(520, 360), at=(90, 90)))
 
 
@@ -680,15 +659,17 @@ def test_two_digits_drawn_side_by_side_on_the_canvas_are_refused():
     canvas = np.zeros((56, 56), np.float32)
     canvas[10:46, 12:16] = 1.0  # 1
     canvas[10:46, 38:42] = 1.0  # 1
-    with pytest.raises(ImageError, match="The drawing seems to hold 2 separate marks side by "
-                                         "side; erase all but one digit"):
+    with pytest.raises(
+        ImageError, match="The drawing seems to hold 2 separate marks side by side; erase all but one digit"
+    ):
         to_mnist(canvas)
 
 
 @pytest.mark.parametrize("at", [(380, 60), (120, 250)], ids=["right-edge", "bottom-edge"])
 def test_a_digit_cut_off_by_the_edge_of_the_photo_is_refused(at):
-    with pytest.raises(ImageError, match="cut off by the edge of the image; photograph or crop "
-                                         "it with some paper all around the digit"):
+    with pytest.raises(
+        ImageError, match="cut off by the edge of the image; photograph or crop it with some paper all around the digit"
+    ):
         preprocess_file(photo(pen_ink(), size=(480, 360), at=at))
 
 
@@ -703,11 +684,11 @@ def test_a_tightly_cropped_digit_touching_the_edges_is_not_refused(clean_seven):
     assert aligned_correlation(digit, clean_seven) > 0.8
 
 
-@pytest.mark.parametrize("strokes", [SEVEN, FOUR, [[(0.5, 0.05), (0.5, 0.95)]]],
-                         ids=["seven", "four", "one"])
+@pytest.mark.parametrize("strokes", [SEVEN, FOUR, [[(0.5, 0.05), (0.5, 0.95)]]], ids=["seven", "four", "one"])
 @pytest.mark.parametrize("width_ratio", [0.03, 0.1, 0.3], ids=["thin", "pen", "marker"])
-@pytest.mark.parametrize("box", [(0, 0, 56), (30, 2, 24), (4, 30, 20)],
-                         ids=["filling", "top-right", "small-bottom-left"])
+@pytest.mark.parametrize(
+    "box", [(0, 0, 56), (30, 2, 24), (4, 30, 20)], ids=["filling", "top-right", "small-bottom-left"]
+)
 def test_canvas_drawings_are_never_refused(strokes, width_ratio, box):
     canvas = draw(strokes, canvas=(56, 56), box=box, width_ratio=width_ratio)
     to_mnist(ink_of(canvas))  # white strokes on black, as the page sends them
@@ -716,8 +697,7 @@ def test_canvas_drawings_are_never_refused(strokes, width_ratio, box):
     preprocess_file(buffer.getvalue())  # and as an uploaded PNG
 
 
-def test_mnist_test_digits_saved_as_png_are_never_refused_and_nearly_all_come_back_unchanged(
-        mnist):
+def test_mnist_test_digits_saved_as_png_are_never_refused_and_nearly_all_come_back_unchanged(mnist):
     # The few hairlines and bold blobs among them (MNIST's thinnest 2.5% and widest 4% of
     # strokes) are redrawn with MNIST-like strokes, so they change; the rest stay as they were.
     rng = np.random.default_rng(11)
@@ -734,8 +714,7 @@ def test_mnist_test_digits_saved_as_png_are_never_refused_and_nearly_all_come_ba
 def test_mnist_test_digits_enlarged_as_dark_on_light_scans_are_never_refused(mnist):
     rng = np.random.default_rng(12)
     for index in rng.choice(len(mnist.test_images), 60, replace=False):
-        scan = Image.fromarray(255 - mnist.test_images[index]).resize((140, 140),
-                                                                     Image.Resampling.BICUBIC)
+        scan = Image.fromarray(255 - mnist.test_images[index]).resize((140, 140), Image.Resampling.BICUBIC)
         buffer = io.BytesIO()
         scan.save(buffer, format="PNG")
         preprocess_file(buffer.getvalue())
@@ -756,8 +735,7 @@ def test_all_10000_mnist_test_digits_as_png_give_no_false_refusal(mnist):
 
 def sklearn_scan(values: np.ndarray) -> bytes:
     """An 8x8 scikit-learn digit (0..16) as a 64x64 scan, dark ink on white (bicubic)."""
-    big = Image.fromarray((values * (255 / 16)).astype(np.float32)).resize(
-        (64, 64), Image.Resampling.BICUBIC)
+    big = Image.fromarray((values * (255 / 16)).astype(np.float32)).resize((64, 64), Image.Resampling.BICUBIC)
     grey = np.round(255 - np.clip(np.asarray(big), 0, 255)).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(grey).save(buffer, format="PNG")

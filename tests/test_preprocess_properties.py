@@ -20,11 +20,22 @@ from digitnet.errors import ImageError  # noqa: E402
 from digitnet.preprocess import load_image, preprocess_file, to_mnist  # noqa: E402
 
 MODES = ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F"]
-FORMATS = {"1": "PNG", "L": "PNG", "LA": "PNG", "P": "PNG", "RGB": "PNG", "RGBA": "PNG",
-           "CMYK": "TIFF", "I;16": "TIFF", "I": "TIFF", "F": "TIFF"}
+FORMATS = {
+    "1": "PNG",
+    "L": "PNG",
+    "LA": "PNG",
+    "P": "PNG",
+    "RGB": "PNG",
+    "RGBA": "PNG",
+    "CMYK": "TIFF",
+    "I;16": "TIFF",
+    "I": "TIFF",
+    "F": "TIFF",
+}
 
-SETTINGS = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 
 @st.composite
@@ -51,10 +62,14 @@ def images(draw) -> Image.Image:
     if content == "strokes":
         pen = ImageDraw.Draw(image)
         for _ in range(draw(st.integers(1, 6))):
-            points = [(float(rng.uniform(0, width)), float(rng.uniform(0, height)))
-                      for _ in range(draw(st.integers(2, 5)))]
-            pen.line(points, fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
-                     width=draw(st.integers(1, max(1, min(width, height) // 4))))
+            points = [
+                (float(rng.uniform(0, width)), float(rng.uniform(0, height))) for _ in range(draw(st.integers(2, 5)))
+            ]
+            pen.line(
+                points,
+                fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+                width=draw(st.integers(1, max(1, min(width, height) // 4))),
+            )
     if mode == "I;16":
         return Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)
     if mode == "F":

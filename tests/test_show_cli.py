@@ -22,10 +22,22 @@ def models(tmp_path_factory):
     """A tiny model trained on the 8x8 digits, saved with and without its training history."""
     digits = load_dataset("digits")
     rng = np.random.default_rng(0)
-    network = build_mlp((16,), input_shape=(1, 8, 8), rng=rng, mean=0.3, std=0.4,
-                        class_names=digits.class_names, metadata={"dataset": "digits"})
-    history = train(network, network.prepare(digits.train_images), digits.train_labels.astype(np.int64),
-                    TrainConfig(epochs=3, batch_size=32), rng)
+    network = build_mlp(
+        (16,),
+        input_shape=(1, 8, 8),
+        rng=rng,
+        mean=0.3,
+        std=0.4,
+        class_names=digits.class_names,
+        metadata={"dataset": "digits"},
+    )
+    history = train(
+        network,
+        network.prepare(digits.train_images),
+        digits.train_labels.astype(np.int64),
+        TrainConfig(epochs=3, batch_size=32),
+        rng,
+    )
     folder = tmp_path_factory.mktemp("show-models")
     network.save(folder / "bare.npz")
     network.metadata["history"] = history.to_list()
@@ -48,8 +60,7 @@ def test_show_writes_every_figure_by_default(models, tmp_path):
 
 
 def test_show_what_is_repeatable_and_comma_separated(models, tmp_path):
-    result = run(show, models / "model.npz", "--out", tmp_path, "--what", "confusion,samples",
-                 "--what", "weights")
+    result = run(show, models / "model.npz", "--out", tmp_path, "--what", "confusion,samples", "--what", "weights")
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in tmp_path.iterdir()) == ["confusion.png", "samples.png", "weights.png"]
 
@@ -74,7 +85,8 @@ def test_show_asked_for_the_learning_curve_of_a_model_without_history_fails_in_o
     assert result.exit_code == 1
     assert result.output.strip() == (
         f"Error: {models / 'bare.npz'} has no training history (it was saved without one); the "
-        "learning-curve plot needs a model written by `digitnet train`.")
+        "learning-curve plot needs a model written by `digitnet train`."
+    )
 
 
 def test_show_reports_a_missing_model_file_in_one_line(tmp_path):
@@ -85,8 +97,7 @@ def test_show_reports_a_missing_model_file_in_one_line(tmp_path):
 
 
 def test_show_draws_the_chosen_test_image_and_rejects_one_that_does_not_exist(models, tmp_path):
-    assert run(show, models / "model.npz", "--out", tmp_path, "--what", "probabilities",
-               "--index", 7).exit_code == 0
+    assert run(show, models / "model.npz", "--out", tmp_path, "--what", "probabilities", "--index", 7).exit_code == 0
     assert (tmp_path / "probabilities.png").exists()
     result = run(show, models / "model.npz", "--out", tmp_path, "--what", "probabilities", "--index", 360)
     assert result.exit_code == 1 and "there is no test image 360" in result.output
@@ -119,8 +130,7 @@ def test_predict_show_writes_a_probability_chart_per_image(mnist_model_path, dig
 
 
 @pytest.mark.slow
-def test_predict_show_without_a_folder_writes_into_predictions(mnist_model_path, digit_files, tmp_path,
-                                                                monkeypatch):
+def test_predict_show_without_a_folder_writes_into_predictions(mnist_model_path, digit_files, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run(predict, mnist_model_path, digit_files[0], "--show")
     assert result.exit_code == 0, result.output
@@ -142,3 +152,15 @@ def test_predict_without_show_writes_no_chart(mnist_model_path, digit_files, tmp
     assert result.exit_code == 0, result.output
     assert "plot" not in json.loads(result.stdout)[0]
     assert not list(tmp_path.iterdir())
+
+
+def test_every_figure_name_the_readme_lists_is_one_show_draws():
+    import re
+    from pathlib import Path
+
+    from digitnet.plots import FIGURES
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    listed = re.search(r"digitnet show MODEL .*--what ([a-z,-]+)\]", readme)
+    assert listed, "README.md no longer lists the figures of `digitnet show`"
+    assert listed.group(1).split(",") == list(FIGURES)

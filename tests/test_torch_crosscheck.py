@@ -24,16 +24,22 @@ IMAGE = (1, 6, 6)
 STEPS = 6
 
 OPTIMIZERS = {
-    "sgd": (lambda params, wd: SGD(params, lr=0.1, weight_decay=wd),
-            lambda params, wd: torch.optim.SGD(params, lr=0.1, weight_decay=wd)),
-    "momentum": (lambda params, wd: SGD(params, lr=0.05, momentum=0.9, weight_decay=wd),
-                 lambda params, wd: torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=wd)),
-    "nesterov": (lambda params, wd: SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=wd),
-                 lambda params, wd: torch.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True,
-                                                    weight_decay=wd)),
-    "adam": (lambda params, wd: Adam(params, lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=wd),
-             lambda params, wd: torch.optim.Adam(params, lr=0.01, betas=(0.9, 0.99), eps=1e-8,
-                                                 weight_decay=wd)),
+    "sgd": (
+        lambda params, wd: SGD(params, lr=0.1, weight_decay=wd),
+        lambda params, wd: torch.optim.SGD(params, lr=0.1, weight_decay=wd),
+    ),
+    "momentum": (
+        lambda params, wd: SGD(params, lr=0.05, momentum=0.9, weight_decay=wd),
+        lambda params, wd: torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=wd),
+    ),
+    "nesterov": (
+        lambda params, wd: SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=wd),
+        lambda params, wd: torch.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=wd),
+    ),
+    "adam": (
+        lambda params, wd: Adam(params, lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=wd),
+        lambda params, wd: torch.optim.Adam(params, lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=wd),
+    ),
 }
 
 

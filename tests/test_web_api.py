@@ -30,8 +30,13 @@ from digitnet.web.app import MAX_BODY_BYTES, MAX_PIXELS_SIDE, MAX_UPLOAD_PIXELS 
 @pytest.fixture(scope="module")
 def network():
     """An untrained seed network: the API's plumbing does not depend on what it learned."""
-    return build_mlp((16,), rng=np.random.default_rng(0), mean=0.13, std=0.31,
-                     metadata={"dataset": "mnist", "metrics": {"test_accuracy": 0.975}})
+    return build_mlp(
+        (16,),
+        rng=np.random.default_rng(0),
+        mean=0.13,
+        std=0.31,
+        metadata={"dataset": "mnist", "metrics": {"test_accuracy": 0.975}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +48,9 @@ def client(network):
 def seven(size: int = 56, width: int = 5) -> np.ndarray:
     """A 7 drawn as ink (high) on a blank array, like the page sends."""
     image = Image.new("L", (size, size))
-    ImageDraw.Draw(image).line([(size * 0.2, size * 0.15), (size * 0.8, size * 0.15), (size * 0.4, size * 0.9)],
-                               fill=255, width=width)
+    ImageDraw.Draw(image).line(
+        [(size * 0.2, size * 0.15), (size * 0.8, size * 0.15), (size * 0.4, size * 0.9)], fill=255, width=width
+    )
     return np.asarray(image, dtype=np.float32) / 255
 
 
@@ -78,6 +84,7 @@ def assert_prediction(body: dict, num_classes: int = 10) -> None:
 
 
 # -- good requests ------------------------------------------------------------------------------
+
 
 def test_a_json_drawing_gets_the_digit_probabilities_and_the_28x28_input(client, network):
     ink = seven()
@@ -122,8 +129,7 @@ def test_a_jpeg_upload_with_light_ink_on_dark_paper_is_read(client):
 
 
 def test_a_raw_png_body_is_read(client):
-    response = client.post("/api/predict", content=png_bytes(seven(112, 10)),
-                           headers={"Content-Type": "image/png"})
+    response = client.post("/api/predict", content=png_bytes(seven(112, 10)), headers={"Content-Type": "image/png"})
     assert response.status_code == 200, response.text
     assert_prediction(response.json())
 
@@ -197,6 +203,7 @@ def test_an_app_is_refused_for_a_model_that_does_not_take_28x28_images():
 
 # -- bad JSON ------------------------------------------------------------------------------------
 
+
 def post_json_text(client, text: str):
     return client.post("/api/predict", content=text.encode(), headers={"Content-Type": "application/json"})
 
@@ -204,8 +211,9 @@ def post_json_text(client, text: str):
 def test_malformed_json_is_a_400(client):
     assert_refused(post_json_text(client, '{"pixels": [[0, 1'), 400, "not valid JSON")
     assert_refused(post_json_text(client, ""), 400, "not valid JSON")
-    assert_refused(client.post("/api/predict", content=b"\xff\xfe\x00",
-                               headers={"Content-Type": "application/json"}), 400)
+    assert_refused(
+        client.post("/api/predict", content=b"\xff\xfe\x00", headers={"Content-Type": "application/json"}), 400
+    )
 
 
 def test_absurdly_nested_json_is_a_400_not_a_crash(client):
@@ -213,41 +221,63 @@ def test_absurdly_nested_json_is_a_400_not_a_crash(client):
     assert_refused(post_json_text(client, '{"pixels": ' + "[" * depth + "]" * depth + "}"), 400, "nested")
 
 
-@pytest.mark.parametrize("payload", [
-    [[0, 1], [1, 0]],                 # an array, not an object
-    {"pixel": [[0, 1], [1, 0]]},      # misspelt field
-    {},
-    "pixels",
-    None,
-], ids=["array", "misspelt", "empty-object", "string", "null"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [[0, 1], [1, 0]],  # an array, not an object
+        {"pixel": [[0, 1], [1, 0]]},  # misspelt field
+        {},
+        "pixels",
+        None,
+    ],
+    ids=["array", "misspelt", "empty-object", "string", "null"],
+)
 def test_a_json_body_without_a_pixels_field_is_a_422(client, payload):
     assert_refused(post_json_text(client, json.dumps(payload)), 422, "pixels")
 
 
-@pytest.mark.parametrize("pixels", [
-    [0.5, 0.5, 0.5],                  # 1-D
-    [[[0.5]], [[0.5]]],               # 3-D
-    [[0.5, 0.5], [0.5]],              # ragged
-    [],                               # empty
-    [[]],                             # no columns
-    "0.5",
-    {"0": [0.5]},
-    [[0.5, "1"], [0.5, 0.5]],         # a string inside
-    [[0.5, None], [0.5, 0.5]],        # null inside
-    [[0.5, [0.5]], [0.5, 0.5]],       # nested deeper in one place
-    [[10 ** 400, 0], [0, 0]],         # an integer too large for any float
-], ids=["1d", "3d", "ragged", "empty", "no-columns", "string", "object", "string-inside", "null-inside",
-        "mixed-depth", "huge-int"])
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        [0.5, 0.5, 0.5],  # 1-D
+        [[[0.5]], [[0.5]]],  # 3-D
+        [[0.5, 0.5], [0.5]],  # ragged
+        [],  # empty
+        [[]],  # no columns
+        "0.5",
+        {"0": [0.5]},
+        [[0.5, "1"], [0.5, 0.5]],  # a string inside
+        [[0.5, None], [0.5, 0.5]],  # null inside
+        [[0.5, [0.5]], [0.5, 0.5]],  # nested deeper in one place
+        [[10**400, 0], [0, 0]],  # an integer too large for any float
+    ],
+    ids=[
+        "1d",
+        "3d",
+        "ragged",
+        "empty",
+        "no-columns",
+        "string",
+        "object",
+        "string-inside",
+        "null-inside",
+        "mixed-depth",
+        "huge-int",
+    ],
+)
 def test_pixels_of_the_wrong_shape_or_type_are_a_422(client, pixels):
     assert_refused(client.post("/api/predict", json={"pixels": pixels}), 422)
 
 
-@pytest.mark.parametrize("value, words", [
-    ("NaN", ["NaN"]),
-    ("Infinity", ["NaN or infinite"]),
-    ("-0.5", ["between 0 and 1"]),
-    ("255", ["between 0 and 1"]),
-])
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("NaN", ["NaN"]),
+        ("Infinity", ["NaN or infinite"]),
+        ("-0.5", ["between 0 and 1"]),
+        ("255", ["between 0 and 1"]),
+    ],
+)
 def test_nan_infinite_negative_or_too_large_values_are_a_422(client, value, words):
     # Python's and FastAPI's JSON readers accept NaN and Infinity, so they must be caught later.
     text = '{"pixels": [[0, 0, 0], [0, VALUE, 0], [0, 1, 0]]}'.replace("VALUE", value)
@@ -255,8 +285,7 @@ def test_nan_infinite_negative_or_too_large_values_are_a_422(client, value, word
 
 
 def test_an_empty_drawing_is_a_422_that_says_to_draw(client):
-    assert_refused(client.post("/api/predict", json={"pixels": np.zeros((56, 56)).tolist()}), 422,
-                   "blank", "draw")
+    assert_refused(client.post("/api/predict", json={"pixels": np.zeros((56, 56)).tolist()}), 422, "blank", "draw")
 
 
 def test_an_array_larger_than_the_side_limit_is_a_422(client):
@@ -276,10 +305,14 @@ def test_the_largest_allowed_array_is_read(client):
 
 # -- bodies that are too large -------------------------------------------------------------------
 
+
 def test_a_body_declared_larger_than_the_limit_is_a_413_before_it_is_read(client):
     body = b"[" * (MAX_BODY_BYTES + 1)
-    assert_refused(client.post("/api/predict", content=body, headers={"Content-Type": "application/json"}),
-                   413, "larger than the limit")
+    assert_refused(
+        client.post("/api/predict", content=body, headers={"Content-Type": "application/json"}),
+        413,
+        "larger than the limit",
+    )
 
 
 def test_a_streamed_body_without_content_length_is_a_413(client):
@@ -306,11 +339,20 @@ def test_reading_a_streamed_body_stops_right_after_the_limit(network):
     async def send(message):
         messages.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/api/predict", "raw_path": b"/api/predict", "root_path": "",
-             "query_string": b"", "headers": [(b"content-type", b"application/json"),
-                                              (b"transfer-encoding", b"chunked")],
-             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/predict",
+        "raw_path": b"/api/predict",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
     asyncio.run(app(scope, receive, send))
     assert messages[0]["type"] == "http.response.start" and messages[0]["status"] == 413
     assert sum(received) <= MAX_BODY_BYTES + len(chunk)
@@ -318,7 +360,7 @@ def test_reading_a_streamed_body_stops_right_after_the_limit(network):
 
 
 def test_an_uploaded_image_with_too_many_pixels_is_a_413_without_decoding_it(client):
-    side = int(MAX_UPLOAD_PIXELS ** 0.5) + 8
+    side = int(MAX_UPLOAD_PIXELS**0.5) + 8
     buffer = io.BytesIO()
     Image.new("1", (side, side), 1).save(buffer, format="PNG")  # a few kB on disk, huge decoded
     assert len(buffer.getvalue()) < MAX_BODY_BYTES
@@ -328,8 +370,8 @@ def test_an_uploaded_image_with_too_many_pixels_is_a_413_without_decoding_it(cli
 
 # -- wrong content types and bad uploads ---------------------------------------------------------
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
-                                          "application/xml", None])
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", None])
 def test_content_types_the_api_does_not_read_are_a_415(client, content_type):
     headers = {"Content-Type": content_type} if content_type else {}
     response = client.post("/api/predict", content=b'{"pixels": [[1]]}', headers=headers)
@@ -366,14 +408,19 @@ def test_a_multipart_body_without_an_image_file_field_is_a_422(client):
 
 
 def test_a_malformed_multipart_body_is_a_400(client):
-    response = client.post("/api/predict", content=b"--nonsense\r\nno headers here",
-                           headers={"Content-Type": "multipart/form-data"})  # no boundary
+    response = client.post(
+        "/api/predict", content=b"--nonsense\r\nno headers here", headers={"Content-Type": "multipart/form-data"}
+    )  # no boundary
     assert_refused(response, 400, "multipart")
 
 
 def test_the_server_still_answers_after_a_barrage_of_bad_requests(client):
-    bad = [(b"\x00" * 100, "application/json"), (b"{}", "image/jpeg"), (b"--x--", "multipart/form-data; boundary=x"),
-           (json.dumps({"pixels": [[float("nan")]]}).encode(), "application/json")]
+    bad = [
+        (b"\x00" * 100, "application/json"),
+        (b"{}", "image/jpeg"),
+        (b"--x--", "multipart/form-data; boundary=x"),
+        (json.dumps({"pixels": [[float("nan")]]}).encode(), "application/json"),
+    ]
     for body, content_type in bad * 5:
         response = client.post("/api/predict", content=body, headers={"Content-Type": content_type})
         assert 400 <= response.status_code < 500, response.text
@@ -383,6 +430,7 @@ def test_the_server_still_answers_after_a_barrage_of_bad_requests(client):
 
 # -- the `digitnet serve` command ----------------------------------------------------------------
 
+
 @pytest.fixture
 def serve_command(monkeypatch):
     """The ``serve`` command with uvicorn replaced by a recorder of what it would have served."""
@@ -390,37 +438,48 @@ def serve_command(monkeypatch):
 
     served = {}
 
-    def fake_run_server(app, sock):
-        served["app"], served["address"] = app, sock.getsockname()
+    def fake_run_server(app, sock, limits=None):
+        served["app"], served["address"], served["limits"] = app, sock.getsockname(), limits
 
     monkeypatch.setattr(serve_module, "run_server", fake_run_server)
     return serve_module.serve, served
 
 
-def test_serve_without_a_model_says_how_to_train_one(serve_command, tmp_path, monkeypatch):
+def test_serve_without_a_model_serves_the_shipped_reader(serve_command, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     serve, served = serve_command
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(serve, [])
-    assert result.exit_code == 1
-    assert "model.npz" in result.output and "digitnet train" in result.output
-    assert "Traceback" not in result.output and not served
+    result = CliRunner().invoke(serve, ["--port", "0"])
+    assert result.exit_code == 0, result.output
+    assert "Serving the reader model that ships with digitnet" in result.output
+    model = TestClient(served["app"], base_url="http://127.0.0.1").get("/api/model").json()
+    assert model["architecture"].startswith("784-conv5x5:16")
 
 
-def test_serve_uses_model_npz_in_the_current_directory_on_loopback_and_prints_the_url(
-        serve_command, network, tmp_path, monkeypatch):
+def test_serve_serves_the_model_it_is_given_on_loopback_and_prints_the_url(
+    serve_command, network, tmp_path, monkeypatch
+):
     from click.testing import CliRunner
 
     serve, served = serve_command
     monkeypatch.chdir(tmp_path)
     network.save(tmp_path / "model.npz")
-    result = CliRunner().invoke(serve, ["--port", "0"])
+    result = CliRunner().invoke(serve, ["model.npz", "--port", "0"])
     assert result.exit_code == 0, result.output
     host, port = served["address"]
     assert host == "127.0.0.1" and port > 0
     assert f"http://127.0.0.1:{port}/" in result.output
-    assert TestClient(served["app"]).get("/api/model").json()["architecture"] == "784-16-10"
+    browser = TestClient(served["app"], base_url=f"http://127.0.0.1:{port}")
+    assert browser.get("/api/model").json()["architecture"] == "784-16-10"
+    # The served app answers only for its own address: a DNS-rebinding page gets 421.
+    assert_refused(
+        TestClient(served["app"], base_url="http://attacker.example").get("/api/model"),
+        421,
+        "attacker.example",
+        "--allow-host",
+    )
+    assert served["limits"].header_timeout == 10 and served["limits"].body_timeout == 30
 
 
 def test_serve_reports_a_damaged_model_file_in_one_sentence(serve_command, tmp_path):
@@ -462,8 +521,13 @@ def test_digitnet_serve_answers_on_the_url_it_prints(network, tmp_path):
     network.save(tmp_path / "model.npz")
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
-    process = subprocess.Popen([sys.executable, "-m", "digitnet", "serve", str(tmp_path / "model.npz"),
-                                "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digitnet", "serve", str(tmp_path / "model.npz"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         lines = []
         reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)

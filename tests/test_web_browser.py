@@ -22,9 +22,15 @@ from PIL import Image, ImageDraw
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 #: Screenshots are also copied here for a human to look at.
 SCREENSHOT_DIR = Path(os.environ.get("DIGITNET_SCREENSHOTS", "/tmp/digitnet-screenshots"))
 
@@ -48,8 +54,12 @@ def unavailable(reason: str):
 
 
 def chromium_path() -> str | None:
-    candidates = [os.environ.get("DIGITNET_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
-                  "/usr/bin/chromium"]
+    candidates = [
+        os.environ.get("DIGITNET_CHROMIUM"),
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+        "/usr/bin/chromium",
+    ]
     return next((path for path in candidates if path and os.access(path, os.X_OK)), None)
 
 
@@ -72,22 +82,28 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server_url(browser, request):
-    """The app around a real MNIST model, on uvicorn in a thread, on a free loopback port."""
+def server_url(browser, mnist_model_path):
+    """The app around a real MNIST model, served as ``digitnet serve`` does, on a free loopback port.
+
+    Same app (Host check included) and same uvicorn settings (the guarded protocol, its timeouts
+    and connection limit), on uvicorn in a thread so the test can stop it.
+    """
     try:
         import uvicorn
 
         from digitnet.web import create_app
+        from digitnet.web.server import host_policy, uvicorn_config
     except ImportError as error:
         unavailable(f"the web extra is not installed ({error}): pip install 'digitnet[web]'")
     from digitnet.nn import Network
 
     # Asked for only now, after `browser`: without a browser, skip before training the model.
-    app = create_app(Network.load(request.getfixturevalue("mnist_model_path")))
+    names, allow_ip_literals = host_policy("127.0.0.1")
+    app = create_app(Network.load(mnist_model_path), allowed_hosts=names, allow_ip_literals=allow_ip_literals)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -114,8 +130,14 @@ def page(browser, server_url):
 
     tab.on("console", on_console)
     tab.on("pageerror", lambda error: problems.append(str(error)))
-    tab.on("request", lambda request: problems.append(f"off-site request {request.url}")
-           if not request.url.startswith((server_url, "data:")) else None)
+    tab.on(
+        "request",
+        lambda request: (
+            problems.append(f"off-site request {request.url}")
+            if not request.url.startswith((server_url, "data:"))
+            else None
+        ),
+    )
     tab.goto(server_url)
     tab.locator("#model").filter(has_text="784-128-10").wait_for()  # the model info arrived
     yield tab
@@ -147,9 +169,11 @@ def draw_with_finger(page, strokes) -> None:
     for stroke in strokes:
         points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
         # Many small moves, as a finger sends them, so the stroke is a line and not a jump.
-        path = [points[0]] + [(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t)
-                              for (x0, y0), (x1, y1) in zip(points[:-1], points[1:], strict=True)
-                              for t in np.linspace(0.1, 1, 10)]
+        path = [points[0]] + [
+            (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t)
+            for (x0, y0), (x1, y1) in zip(points[:-1], points[1:], strict=True)
+            for t in np.linspace(0.1, 1, 10)
+        ]
         start = {"x": path[0][0], "y": path[0][1]}
         cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [start]})
         for x, y in path[1:]:
@@ -184,9 +208,13 @@ def test_digits_drawn_with_the_mouse_are_read_correctly(page, tmp_path):
         assert page.locator("#quick").text_content() == str(digit)
         screenshot(page, tmp_path, f"drawn-{digit}")
         # The 28x28 preview shows what the network saw: ink, centred by mass as in MNIST.
-        seen = np.array(page.evaluate("""() => Array.from(
+        seen = (
+            np.array(
+                page.evaluate("""() => Array.from(
             document.getElementById('seen').getContext('2d').getImageData(0, 0, 28, 28).data)""")
-                        ).reshape(28, 28, 4)[..., 0] / 255
+            ).reshape(28, 28, 4)[..., 0]
+            / 255
+        )
         assert seen.max() > 0.9
         rows, cols = np.nonzero(seen > 0.1)
         assert abs(np.average(rows, weights=seen[rows, cols]) - 14) < 1.5
@@ -198,8 +226,9 @@ def test_the_prediction_updates_while_drawing_at_a_throttled_rate(page):
     page.on("request", lambda request: sent.append(time.monotonic()) if request.url.endswith("/api/predict") else None)
     started = time.monotonic()
     # One slow stroke of a 7, about a second and a half long.
-    stroke = [(0.28 + 0.44 * t, 0.2) for t in np.linspace(0, 1, 25)] + \
-             [(0.72 - 0.3 * t, 0.2 + 0.65 * t) for t in np.linspace(0, 1, 25)[1:]]
+    stroke = [(0.28 + 0.44 * t, 0.2) for t in np.linspace(0, 1, 25)] + [
+        (0.72 - 0.3 * t, 0.2 + 0.65 * t) for t in np.linspace(0, 1, 25)[1:]
+    ]
     draw(page, [stroke], pause_ms=30, steps=2)
     duration = time.monotonic() - started
     assert answer(page) == "7"
@@ -230,23 +259,26 @@ def test_an_uploaded_image_file_is_read(page, tmp_path):
     ImageDraw.Draw(image).line([(190, 40), (260, 40), (215, 170)], fill=20, width=9)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    page.locator("#file").set_input_files(files=[{"name": "seven.png", "mimeType": "image/png",
-                                                  "buffer": buffer.getvalue()}])
+    page.locator("#file").set_input_files(
+        files=[{"name": "seven.png", "mimeType": "image/png", "buffer": buffer.getvalue()}]
+    )
     page.locator("#announce").filter(has_text="seven.png").wait_for()
     assert answer(page) == "7"
     screenshot(page, tmp_path, "uploaded-7")
 
 
 def test_a_non_image_upload_shows_the_servers_message(page):
-    page.locator("#file").set_input_files(files=[{"name": "notes.txt", "mimeType": "text/plain",
-                                                  "buffer": b"not a picture"}])
+    page.locator("#file").set_input_files(
+        files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture"}]
+    )
     page.locator("#announce").filter(has_text="not an image").wait_for()
     assert answer(page) == "!"
 
 
 def test_the_page_fits_a_phone_screen_and_reads_a_digit_drawn_with_a_finger(browser, server_url, tmp_path):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
-                                  has_touch=True, is_mobile=True)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, has_touch=True, is_mobile=True
+    )
     tab = context.new_page()
     try:
         tab.goto(server_url)

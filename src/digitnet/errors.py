@@ -24,3 +24,7 @@ class ImageError(DigitnetError):
 
 class TrainingDiverged(DigitnetError):
     """The loss became NaN or infinite during training."""
+
+
+class TrainingFailed(DigitnetError):
+    """Training finished but the model is no better than guessing."""

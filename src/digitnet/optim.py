@@ -1,6 +1,6 @@
 """Optimisers and learning-rate schedules.
 
-An optimiser holds a list of ``(parameter, gradient)`` array pairs (from
+An optimiser holds a list of ``(parameter, gradient)`` array pairs (the arrays of
 :meth:`digitnet.nn.Network.parameters`) and updates the parameters in place on each ``step``. The
 update rules follow the usual definitions (and PyTorch's, which the tests check step by step):
 
@@ -58,8 +58,9 @@ class SGD(Optimizer):
         L2 penalty coefficient.
     """
 
-    def __init__(self, params: ParamPairs, lr: float, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self, params: ParamPairs, lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0
+    ) -> None:
         super().__init__(params, lr, weight_decay)
         if nesterov and not momentum:
             raise ValueError("Nesterov momentum needs momentum > 0")
@@ -86,8 +87,14 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015): per-parameter steps scaled by running gradient moments."""
 
-    def __init__(self, params: ParamPairs, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: ParamPairs,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__(params, lr, weight_decay)
         self.beta1, self.beta2 = betas
         self.eps = eps
@@ -101,8 +108,8 @@ class Adam(Optimizer):
     def step(self) -> None:
         self.t += 1
         # Bias corrections undo the zero start of the running averages.
-        correction1 = 1 - self.beta1 ** self.t
-        correction2 = 1 - self.beta2 ** self.t
+        correction1 = 1 - self.beta1**self.t
+        correction2 = 1 - self.beta2**self.t
         # lr / c1 * m / (sqrt(s / c2) + eps) is the same as step_size * m / (sqrt(s) + eps_hat)
         # with the two constants below: two whole-array passes fewer.
         step_size = self.lr * math.sqrt(correction2) / correction1
@@ -128,8 +135,9 @@ class Adam(Optimizer):
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 
 
-def make_optimizer(name: str, params: ParamPairs, lr: float, *, momentum: float = 0.9,
-                   weight_decay: float = 0.0) -> Optimizer:
+def make_optimizer(
+    name: str, params: ParamPairs, lr: float, *, momentum: float = 0.9, weight_decay: float = 0.0
+) -> Optimizer:
     """Build an optimiser by name: ``sgd``, ``momentum``, ``nesterov`` or ``adam``."""
     if name == "sgd":
         return SGD(params, lr, weight_decay=weight_decay)
@@ -164,16 +172,26 @@ def cosine(lr: float, total_steps: int, warmup_steps: int = 0, final_lr: float =
 
     Warm-up lets a large rate start safely; the slow cosine tail anneals into a good minimum.
     """
+
     def schedule(step: int) -> float:
         if step < warmup_steps:
             return lr * (step + 1) / warmup_steps
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return final_lr + (lr - final_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
     return schedule
 
 
-def make_schedule(name: str, lr: float, total_steps: int, *, steps_per_epoch: int, warmup_steps: int = 0,
-                  step_epochs: int = 3, gamma: float = 0.1) -> Schedule:
+def make_schedule(
+    name: str,
+    lr: float,
+    total_steps: int,
+    *,
+    steps_per_epoch: int,
+    warmup_steps: int = 0,
+    step_epochs: int = 3,
+    gamma: float = 0.1,
+) -> Schedule:
     """Build a schedule by name: ``constant``, ``step`` (every ``step_epochs`` epochs) or ``cosine``."""
     if name == "constant":
         return constant(lr)

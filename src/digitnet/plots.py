@@ -30,10 +30,20 @@ from .errors import DigitnetError
 from .metrics import confusion_matrix as count_confusion
 
 __all__ = [
-    "FIGURES", "NoHistoryError", "confident_mistakes", "plot_confusion_matrix",
-    "plot_first_layer_weights", "plot_learning_curves", "plot_mistakes", "plot_probabilities",
-    "plot_sample_predictions", "plot_weight_images", "require_history", "save_figure",
-    "save_model_plots", "save_training_plots",
+    "FIGURES",
+    "NoHistoryError",
+    "confident_mistakes",
+    "plot_confusion_matrix",
+    "plot_first_layer_weights",
+    "plot_learning_curves",
+    "plot_mistakes",
+    "plot_probabilities",
+    "plot_sample_predictions",
+    "plot_weight_images",
+    "require_history",
+    "save_figure",
+    "save_model_plots",
+    "save_training_plots",
 ]
 
 #: Resolution of written PNGs: a 8x6 inch figure becomes 960x720 pixels.
@@ -110,9 +120,16 @@ def _grid(count: int, columns: int) -> tuple[int, int]:
 # -- figures ----------------------------------------------------------------------------------
 
 
-def plot_sample_predictions(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
-                            class_names: Sequence[str] | None = None, *, count: int = 24,
-                            columns: int = 8, title: str | None = None) -> Figure:
+def plot_sample_predictions(
+    images: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    *,
+    count: int = 24,
+    columns: int = 8,
+    title: str | None = None,
+) -> Figure:
     """A grid of images with their true and predicted labels; mistakes stand out.
 
     Parameters
@@ -152,13 +169,13 @@ def plot_sample_predictions(images: np.ndarray, labels: np.ndarray, predicted: n
         wrong = guess != label
         _frame(ax, mistake=wrong)
         if wrong:
-            ax.set_title(f"✗ {names[guess]} (true {names[label]})", fontsize=9, color=MISTAKE_COLOUR,
-                         fontweight="bold")
+            ax.set_title(f"✗ {names[guess]} (true {names[label]})", fontsize=9, color=MISTAKE_COLOUR, fontweight="bold")
         else:
             ax.set_title(names[guess], fontsize=10)
     correct = int((labels == predicted).sum())
-    figure.suptitle(title or f"Sample predictions: {correct} of {count} correct "
-                             "(mistakes: ✗ and a dashed frame)", fontsize=11)
+    figure.suptitle(
+        title or f"Sample predictions: {correct} of {count} correct (mistakes: ✗ and a dashed frame)", fontsize=11
+    )
     return figure
 
 
@@ -182,9 +199,15 @@ def confident_mistakes(labels: np.ndarray, probabilities: np.ndarray, count: int
     return wrong[np.argsort(-confidence, kind="stable")][:count]
 
 
-def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
-                  class_names: Sequence[str] | None = None, *, count: int = 12,
-                  columns: int = 6) -> Figure:
+def plot_mistakes(
+    images: np.ndarray,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    *,
+    count: int = 12,
+    columns: int = 6,
+) -> Figure:
     """The most confident wrong predictions, each with its top-3 class probabilities.
 
     Parameters
@@ -216,7 +239,7 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
     rows, columns = _grid(len(chosen), columns)
     figure = _new_figure(1.75 * columns, 2.45 * rows + 0.5)
     axes = figure.subplots(rows, columns, squeeze=False)
-    for ax in axes.flat[len(chosen):]:
+    for ax in axes.flat[len(chosen) :]:
         ax.set_axis_off()
     for ax, index in zip(axes.flat, chosen):
         p = probabilities[index]
@@ -227,13 +250,15 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
         top3 = np.argsort(-p, kind="stable")[:3]
         lines = [f"{names[k]}: {p[k]:6.1%}" + ("  ← true" if k == label else "") for k in top3]
         ax.set_xlabel("\n".join(lines), fontsize=8, family="monospace", loc="left")
-    figure.suptitle(f"Most confident mistakes ({len(chosen)} of {total_wrong} wrong, "
-                    "top-3 probabilities below each)", fontsize=11)
+    figure.suptitle(
+        f"Most confident mistakes ({len(chosen)} of {total_wrong} wrong, top-3 probabilities below each)", fontsize=11
+    )
     return figure
 
 
-def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str] | None = None, *,
-                          title: str | None = None) -> Figure:
+def plot_confusion_matrix(
+    confusion: np.ndarray, class_names: Sequence[str] | None = None, *, title: str | None = None
+) -> Figure:
     """A heatmap of the confusion matrix with the count written in every non-empty cell.
 
     Parameters
@@ -273,16 +298,25 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str] | No
             # White text on the dark (low) end of cividis, black on the light end.
             red, green, blue, _ = image.cmap(norm(value))
             light = 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.5
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=fontsize,
-                    color="black" if light else "white", fontweight="bold" if i == j else "normal")
+            ax.text(
+                j,
+                i,
+                str(value),
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="black" if light else "white",
+                fontweight="bold" if i == j else "normal",
+            )
     ax.set_xticks(range(k), names)
     ax.set_yticks(range(k), names)
     if max(len(name) for name in names) > 2:
         ax.tick_params(axis="x", labelrotation=45)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title or f"Confusion matrix: {correct:,} of {total:,} correct "
-                          f"({correct / max(1, total):.2%})", fontsize=11)
+    ax.set_title(
+        title or f"Confusion matrix: {correct:,} of {total:,} correct ({correct / max(1, total):.2%})", fontsize=11
+    )
     return figure
 
 
@@ -305,13 +339,14 @@ def require_history(history: Any, source: str = "this model") -> list[dict[str, 
     """
     records = _history_records(history)
     if not records:
-        raise NoHistoryError(f"{source} has no training history (it was saved without one); "
-                             "the learning-curve plot needs a model written by `digitnet train`.")
+        raise NoHistoryError(
+            f"{source} has no training history (it was saved without one); "
+            "the learning-curve plot needs a model written by `digitnet train`."
+        )
     return records
 
 
-def plot_learning_curves(history: Any, *, title: str | None = None,
-                         source: str = "this model") -> Figure:
+def plot_learning_curves(history: Any, *, title: str | None = None, source: str = "this model") -> Figure:
     """Loss and accuracy per epoch, from a training history.
 
     Parameters
@@ -360,8 +395,9 @@ def plot_learning_curves(history: Any, *, title: str | None = None,
     return figure
 
 
-def plot_weight_images(weights: np.ndarray, *, count: int = 64, columns: int = 8,
-                       title: str = "First-layer weights", unit: str = "unit") -> Figure:
+def plot_weight_images(
+    weights: np.ndarray, *, count: int = 64, columns: int = 8, title: str = "First-layer weights", unit: str = "unit"
+) -> Figure:
     """Weight arrays drawn as images, one per unit, on one shared symmetric colour scale.
 
     Parameters
@@ -387,6 +423,7 @@ def plot_weight_images(weights: np.ndarray, *, count: int = 64, columns: int = 8
     figure = _new_figure(0.95 * columns + 1.4, 1.0 * rows + 0.6)
     axes = figure.subplots(rows, columns, squeeze=False)
     image = None
+    image = None
     for number, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -395,6 +432,7 @@ def plot_weight_images(weights: np.ndarray, *, count: int = 64, columns: int = 8
             continue
         image = ax.imshow(weights[number], cmap="cividis", vmin=-limit, vmax=limit, interpolation="nearest")
         ax.set_title(str(number), fontsize=7, pad=2)
+    assert image is not None  # count >= 1: at least one image was drawn
     colorbar = figure.colorbar(image, ax=axes, shrink=0.8, aspect=30)
     colorbar.set_label("weight (dark: negative, light: positive)")
     figure.suptitle(f"{title}: what each of the first {count} {unit}s responds to", fontsize=11)
@@ -404,7 +442,7 @@ def plot_weight_images(weights: np.ndarray, *, count: int = 64, columns: int = 8
 def plot_first_layer_weights(network: Any, *, count: int = 64, columns: int = 8) -> Figure:
     """The weights of a network's first layer with parameters, as images.
 
-    For a dense layer reading the pixels (the seed network's 784 x 128 ``W``), column ``j`` of ``W``
+    For a dense layer reading the pixels (the default MLP's 784 x 128 ``W``), column ``j`` of ``W``
     is reshaped to 28 x 28: bright pixels push hidden unit ``j`` up, dark ones push it down. For a
     convolution (``W`` shaped ``(out_channels, in_channels, kh, kw)``) each filter is drawn (averaged
     over input channels).
@@ -428,21 +466,37 @@ def plot_first_layer_weights(network: Any, *, count: int = 64, columns: int = 8)
     channels, *image_shape = network.input_shape
     kind = type(layer).__name__
     if weights.ndim == 2 and weights.shape[0] == int(np.prod(network.input_shape)) and channels == 1:
-        return plot_weight_images(weights.T.reshape(-1, *image_shape), count=count, columns=columns,
-                                  title=f"First-layer weights ({kind} {weights.shape[0]}→{weights.shape[1]})",
-                                  unit="hidden unit")
+        return plot_weight_images(
+            weights.T.reshape(-1, *image_shape),
+            count=count,
+            columns=columns,
+            title=f"First-layer weights ({kind} {weights.shape[0]}→{weights.shape[1]})",
+            unit="hidden unit",
+        )
     if weights.ndim == 4:
-        return plot_weight_images(weights.mean(axis=1), count=count, columns=columns,
-                                  title=f"First-layer filters ({kind}, {weights.shape[2]}x{weights.shape[3]})",
-                                  unit="filter")
-    raise DigitnetError(f"the first layer with weights is a {kind} with weights shaped {weights.shape}; "
-                        "weights can be drawn as images only for a Dense layer reading the pixels or a "
-                        "convolution.")
+        return plot_weight_images(
+            weights.mean(axis=1),
+            count=count,
+            columns=columns,
+            title=f"First-layer filters ({kind}, {weights.shape[2]}x{weights.shape[3]})",
+            unit="filter",
+        )
+    raise DigitnetError(
+        f"the first layer with weights is a {kind} with weights shaped {weights.shape}; "
+        "weights can be drawn as images only for a Dense layer reading the pixels or a "
+        "convolution."
+    )
 
 
-def plot_probabilities(probabilities: np.ndarray, image: np.ndarray | None = None,
-                       class_names: Sequence[str] | None = None, *, true_label: int | None = None,
-                       title: str | None = None, image_title: str = "input") -> Figure:
+def plot_probabilities(
+    probabilities: np.ndarray,
+    image: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+    *,
+    true_label: int | None = None,
+    title: str | None = None,
+    image_title: str = "input",
+) -> Figure:
     """One image beside the network's probability for every class.
 
     Parameters
@@ -481,8 +535,7 @@ def plot_probabilities(probabilities: np.ndarray, image: np.ndarray | None = Non
     bars[guess].set_hatch("//")
     for k, value in enumerate(p):
         if value >= 0.001:
-            bar_ax.text(k, value + 0.02, f"{value:.1%}",
-                        ha="center", va="bottom", fontsize=7)
+            bar_ax.text(k, value + 0.02, f"{value:.1%}", ha="center", va="bottom", fontsize=7)
     tick_labels = [name + ("\n(true)" if k == true_label else "") for k, name in enumerate(names)]
     bar_ax.set_xticks(range(len(p)), tick_labels, fontsize=9)
     bar_ax.set_ylim(0, 1.12)
@@ -516,9 +569,16 @@ def _stderr_note(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def save_model_plots(network: Any, data: Any, out_dir: str | Path, what: Iterable[str] = tuple(FIGURES),
-                     *, index: int = 0, note: Callable[[str], None] | None = _stderr_note,
-                     source: str = "the model") -> list[Path]:
+def save_model_plots(
+    network: Any,
+    data: Any,
+    out_dir: str | Path,
+    what: Iterable[str] = tuple(FIGURES),
+    *,
+    index: int = 0,
+    note: Callable[[str], None] | None = _stderr_note,
+    source: str = "the model",
+) -> list[Path]:
     """Draw the chosen figures of ``network`` on the test set of ``data`` and write them as PNGs.
 
     Parameters
@@ -550,21 +610,25 @@ def save_model_plots(network: Any, data: Any, out_dir: str | Path, what: Iterabl
     out_dir = Path(out_dir)
     images, labels = data.test_images, np.asarray(data.test_labels, dtype=np.int64)
     needs_predictions = wanted & {"samples", "mistakes", "confusion", "probabilities"}
-    probabilities = network.predict_proba(images) if needs_predictions else None
+    # Computed once, only for the figures that need them.
+    probabilities = network.predict_proba(images) if needs_predictions else np.empty((0, 0))
     names = network.class_names
     drawers: Mapping[str, Callable[[], Figure]] = {
         "samples": lambda: plot_sample_predictions(images, labels, probabilities.argmax(axis=1), names),
         "mistakes": lambda: plot_mistakes(images, labels, probabilities, names),
         "confusion": lambda: plot_confusion_matrix(
-            count_confusion(labels, probabilities.argmax(axis=1), len(names)), names),
+            count_confusion(labels, probabilities.argmax(axis=1), len(names)), names
+        ),
         "learning-curves": lambda: plot_learning_curves(network, source=source),
         "weights": lambda: plot_first_layer_weights(network),
         "probabilities": lambda: plot_probabilities(
-            probabilities[index], images[index], names, true_label=int(labels[index])),
+            probabilities[index], images[index], names, true_label=int(labels[index])
+        ),
     }
     if "probabilities" in wanted and not -len(images) <= index < len(images):
-        raise DigitnetError(f"there is no test image {index}: the test set has {len(images)} "
-                            f"(indices 0 to {len(images) - 1}).")
+        raise DigitnetError(
+            f"there is no test image {index}: the test set has {len(images)} (indices 0 to {len(images) - 1})."
+        )
     written = []
     for name, file_name in FIGURES.items():
         if name not in wanted:
@@ -580,8 +644,9 @@ def save_model_plots(network: Any, data: Any, out_dir: str | Path, what: Iterabl
     return written
 
 
-def save_training_plots(network: Any, data: Any, out_dir: str | Path,
-                        note: Callable[[str], None] | None = _stderr_note) -> list[Path]:
+def save_training_plots(
+    network: Any, data: Any, out_dir: str | Path, note: Callable[[str], None] | None = _stderr_note
+) -> list[Path]:
     """The figures ``digitnet train --plots DIR`` writes: learning curves and sample predictions.
 
     A model without history gets a printed note instead of a learning curve. Returns the paths

@@ -192,9 +192,7 @@ def load_image(path_or_file: ImageSource) -> np.ndarray:
     except FileNotFoundError:
         raise ImageError(f"Image file {name} does not exist; check the path.") from None
     except IsADirectoryError:
-        raise ImageError(
-            f"{name} is a directory, not an image file; give the path of a PNG or JPEG file."
-        ) from None
+        raise ImageError(f"{name} is a directory, not an image file; give the path of a PNG or JPEG file.") from None
     except UnidentifiedImageError:
         raise ImageError(
             f"{name} is not an image that can be read (PNG, JPEG, BMP, GIF, TIFF or WebP); "
@@ -205,8 +203,7 @@ def load_image(path_or_file: ImageSource) -> np.ndarray:
         raise ImageError(_too_large_message(name)) from None
     except OSError as error:
         raise ImageError(
-            f"Image file {name} cannot be read ({error.strerror or error}); "
-            "check the path and its permissions."
+            f"Image file {name} cannot be read ({error.strerror or error}); check the path and its permissions."
         ) from None
 
     with image:
@@ -214,10 +211,7 @@ def load_image(path_or_file: ImageSource) -> np.ndarray:
         if width * height > MAX_IMAGE_PIXELS:
             raise ImageError(_too_large_message(name, width, height))
         if width == 0 or height == 0:
-            raise ImageError(
-                f"{name} is an empty ({width}x{height}) image; "
-                "draw or photograph a digit and try again."
-            )
+            raise ImageError(f"{name} is an empty ({width}x{height}) image; draw or photograph a digit and try again.")
         try:
             if image.format == "JPEG":
                 # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT, keeping at least half of
@@ -228,14 +222,13 @@ def load_image(path_or_file: ImageSource) -> np.ndarray:
                 if scale > 1:
                     image.draft(None, (width // scale, height // scale))
             image.load()
-            image = ImageOps.exif_transpose(image)  # phone photos are often stored sideways
-            colour, alpha = _decode_pixels(image)
+            upright = ImageOps.exif_transpose(image)  # phone photos are often stored sideways
+            colour, alpha = _decode_pixels(upright)
         except Image.DecompressionBombError:
             raise ImageError(_too_large_message(name, width, height)) from None
         except _DECODE_ERRORS as error:
             raise ImageError(
-                f"{name} is damaged or truncated and could not be decoded ({error}); "
-                "save the image again and retry."
+                f"{name} is damaged or truncated and could not be decoded ({error}); save the image again and retry."
             ) from None
     return _page_ink(_ink_contrast(colour, alpha), name)
 
@@ -383,9 +376,7 @@ def _open_source(source: ImageSource) -> tuple[str, str | os.PathLike[str] | Bin
     if hasattr(source, "read"):
         file_name = getattr(source, "name", None)
         return (f"'{file_name}'" if isinstance(file_name, str) else "The uploaded image"), source
-    raise TypeError(
-        f"load_image needs a path, bytes or a binary file object, not {type(source).__name__}"
-    )
+    raise TypeError(f"load_image needs a path, bytes or a binary file object, not {type(source).__name__}")
 
 
 def _too_large_message(name: str, width: int | None = None, height: int | None = None) -> str:
@@ -419,11 +410,10 @@ def _decode_pixels(image: Image.Image) -> tuple[list[np.ndarray], np.ndarray | N
         return [np.asarray(grey, dtype=np.float32) / np.float32(65535)], None
     if mode in ("I", "F"):
         # 32-bit integer or float pixels have no fixed white level: stretch to [0, 1].
-        grey = np.asarray(_reduced(image), dtype=np.float64)
-        grey = np.nan_to_num(grey, nan=0.0, posinf=0.0, neginf=0.0)
-        low, high = grey.min(), grey.max()
-        grey = (grey - low) / (high - low) if high > low else np.zeros_like(grey)
-        return [grey.astype(np.float32)], None
+        values = np.nan_to_num(np.asarray(_reduced(image), dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        low, high = values.min(), values.max()
+        values = (values - low) / (high - low) if high > low else np.zeros_like(values)
+        return [values.astype(np.float32)], None
 
     if mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
         *colour, alpha = (_channel(band) for band in _reduced(image.convert("RGBA")).split())
@@ -494,10 +484,7 @@ def _ink_contrast(colour: list[np.ndarray], alpha: np.ndarray | None) -> np.ndar
     lights = [_light_fit(small) for small in smalls]
     darks = _ink_sides(medium, lights)
     wide = max(1, round(_BACKGROUND_WINDOW * min(smalls[0].shape)))
-    papers = [
-        _envelope(small, dark, wide, light)
-        for small, dark, light in zip(smalls, darks, lights, strict=True)
-    ]
+    papers = [_envelope(small, dark, wide, light) for small, dark, light in zip(smalls, darks, lights, strict=True)]
     contrasts = _contrasts(medium, papers, darks)
     direction = _ink_direction(contrasts)
     first = _along(contrasts, direction)
@@ -544,7 +531,8 @@ def _ink_width(contrast: np.ndarray, strong_level: float) -> float | None:
     boxes = ndimage.find_objects(labels)
     smallest = max(3, _MIN_DIGIT_SIDE * max(contrast.shape))
     marks = [
-        mark for mark in range(1, count + 1)
+        mark
+        for mark in range(1, count + 1)
         if strong[mark] >= _MIN_DIGIT_PIXELS
         and max(extent.stop - extent.start for extent in boxes[mark - 1]) >= smallest
     ]
@@ -552,8 +540,7 @@ def _ink_width(contrast: np.ndarray, strong_level: float) -> float | None:
         return None
     darkness = {mark: mass[mark] / area[mark] for mark in marks}
     darkest = max(darkness.values())
-    main = max((mark for mark in marks if darkness[mark] >= _DARK_SHARE * darkest),
-               key=lambda mark: mass[mark])
+    main = max((mark for mark in marks if darkness[mark] >= _DARK_SHARE * darkest), key=lambda mark: mass[mark])
     return _bar_width(labels[boxes[main - 1]] == main)
 
 
@@ -565,9 +552,7 @@ def _shrink(channel: np.ndarray, side: int) -> np.ndarray:
     return channel if size == (width, height) else _resize(channel, size, Image.Resampling.BOX)
 
 
-def _contrasts(
-    colour: list[np.ndarray], papers: list[np.ndarray], darks: list[bool]
-) -> list[np.ndarray]:
+def _contrasts(colour: list[np.ndarray], papers: list[np.ndarray], darks: list[bool]) -> list[np.ndarray]:
     """Each channel's contrast with its paper (enlarged to the channel's size): ink positive."""
     shape = colour[0].shape
     contrasts = []
@@ -622,9 +607,7 @@ def _along(contrasts: list[np.ndarray], direction: np.ndarray) -> np.ndarray:
     return ink
 
 
-def _envelope(
-    small: np.ndarray, dark_ink: bool, window: int, light: tuple[np.ndarray, float, float]
-) -> np.ndarray:
+def _envelope(small: np.ndarray, dark_ink: bool, window: int, light: tuple[np.ndarray, float, float]) -> np.ndarray:
     """The paper's level on a small copy: a grey closing (dark ink) or opening (light ink).
 
     The closing (maximum then minimum filter) removes every dark feature narrower than its
@@ -643,9 +626,7 @@ def _envelope(
     return np.ascontiguousarray(paper[window:-window, window:-window])
 
 
-def _refined_paper(
-    small: np.ndarray, on_paper: np.ndarray, envelope: np.ndarray, dark_ink: bool
-) -> np.ndarray:
+def _refined_paper(small: np.ndarray, on_paper: np.ndarray, envelope: np.ndarray, dark_ink: bool) -> np.ndarray:
     """The paper's level from the paper around each pixel (normalised Gaussian smoothing).
 
     Where the first pass saw paper, this follows the paper closely (at the scale of a few pixels
@@ -699,15 +680,9 @@ def _ink_sides(mediums: list[np.ndarray], lights: list) -> list[bool]:
     Their sum has the ink's sign. A channel in which the ink hardly differs from the paper (blue
     ink in the blue channel) follows the channel in which it differs most.
     """
-    scores = [
-        _global_skew(medium, light) + _local_skew(medium)
-        for medium, light in zip(mediums, lights, strict=True)
-    ]
+    scores = [_global_skew(medium, light) + _local_skew(medium) for medium, light in zip(mediums, lights, strict=True)]
     strongest = max(scores, key=abs)
-    return [
-        (score if abs(score) >= _WEAK_SKEW * abs(strongest) else strongest) <= 0.0
-        for score in scores
-    ]
+    return [(score if abs(score) >= _WEAK_SKEW * abs(strongest) else strongest) <= 0.0 for score in scores]
 
 
 def _skewness(deviation: np.ndarray) -> float:
@@ -767,9 +742,7 @@ def _light_fit(small: np.ndarray) -> tuple[np.ndarray, float, float]:
     return c, float(fitted.min()), float(fitted.max())
 
 
-def _light_surface(
-    light: tuple[np.ndarray, float, float], shape: tuple[int, int], margin: int
-) -> np.ndarray:
+def _light_surface(light: tuple[np.ndarray, float, float], shape: tuple[int, int], margin: int) -> np.ndarray:
     """The fitted light on a ``shape`` grid spanning the image, extended by ``margin`` cells.
 
     Beyond the image it is held within the levels it takes on the border, so that a quadratic
@@ -827,10 +800,14 @@ def _page_ink(contrast: np.ndarray, name: str) -> np.ndarray:
     height, width = contrast.shape
     margin = _SOFT_REACH[1]
     region = (
-        slice(max(min(boxes[k - 1][0].start for k in keep) - margin, 0),
-              min(max(boxes[k - 1][0].stop for k in keep) + margin, height)),
-        slice(max(min(boxes[k - 1][1].start for k in keep) - margin, 0),
-              min(max(boxes[k - 1][1].stop for k in keep) + margin, width)),
+        slice(
+            max(min(boxes[k - 1][0].start for k in keep) - margin, 0),
+            min(max(boxes[k - 1][0].stop for k in keep) + margin, height),
+        ),
+        slice(
+            max(min(boxes[k - 1][1].start for k in keep) - margin, 0),
+            min(max(boxes[k - 1][1].stop for k in keep) + margin, width),
+        ),
     )
     is_kept = np.zeros(count + 1, dtype=bool)
     is_kept[keep] = True
@@ -865,9 +842,7 @@ def _paper_level(contrast: np.ndarray) -> float:
     return float((edges[peak] + edges[peak + 1]) / 2)
 
 
-def _digit_marks(
-    labels: np.ndarray, marks: np.ndarray, mass: np.ndarray, boxes: list, name: str
-) -> list[int]:
+def _digit_marks(labels: np.ndarray, marks: np.ndarray, mass: np.ndarray, boxes: list, name: str) -> list[int]:
     """The label numbers of the marks that make the digit (see :func:`load_image`)."""
     height, width = labels.shape
     if marks.size == 0:
@@ -906,26 +881,20 @@ def _digit_marks(
         return bool(hugging[mark]) and (area[mark] >= _SOLID_FILL * rows * cols or line)
 
     smallest = max(3, _MIN_DIGIT_SIDE * max(height, width))
-    candidates = [
-        mark for mark in marks if not clutter(mark) and size_of(mark) >= 2 * smallest
-    ] or list(marks)
+    candidates = [mark for mark in marks if not clutter(mark) and size_of(mark) >= 2 * smallest] or list(marks)
     main = max(candidates, key=lambda mark: mass[mark])
     box = boxes[main - 1]
     size = size_of(main)
     if size < smallest:
         raise _no_digit(name, "only specks")
-    if area[main] > _MAX_COVER * height * width and (
-        _bar_width(labels[box] == main) < _TEXTURE_WIDTH * size
-    ):
+    if area[main] > _MAX_COVER * height * width and (_bar_width(labels[box] == main) < _TEXTURE_WIDTH * size):
         # Covering half the image in threads, not in strokes (a bold digit filling a tight crop).
         raise _no_digit(name, "marks all over it, like noise or a texture")
     if len(candidates) < marks.size:
         # Border clutter that comes close to the digit is part of it (a digit in a tight crop,
         # split in two by the threshold), not the page's edge.
         reach = max(2, round(_TOUCH * max(height, width)))
-        region = tuple(
-            slice(max(extent.start - reach, 0), extent.stop + reach) for extent in box
-        )
+        region = tuple(slice(max(extent.start - reach, 0), extent.stop + reach) for extent in box)
         around = ndimage.maximum_filter(labels[region] == main, size=2 * reach + 1)
         touching = set(np.unique(labels[region][around]).tolist())
         candidates += [mark for mark in marks if mark in touching and mark not in candidates]
@@ -1006,9 +975,7 @@ def _otsu(values: np.ndarray, bins: int = 256) -> float:
     below_sum = np.cumsum(counts * centres)[:-1]
     valid = (below > 0) & (above > 0)
     mean_below = np.divide(below_sum, below, out=np.zeros_like(below), where=valid)
-    mean_above = np.divide(
-        float((counts * centres).sum()) - below_sum, above, out=np.zeros_like(above), where=valid
-    )
+    mean_above = np.divide(float((counts * centres).sum()) - below_sum, above, out=np.zeros_like(above), where=valid)
     between = np.where(valid, below * above * (mean_below - mean_above) ** 2, -1.0)
     return float(edges[int(np.argmax(between)) + 1])
 
@@ -1022,8 +989,7 @@ def _blank(name: str, peak: float) -> ImageError:
 
 def _no_digit(name: str, found: str) -> ImageError:
     return ImageError(
-        f"{name} holds no digit-like mark ({found}); write one digit, dark on light or light on "
-        "dark, and try again."
+        f"{name} holds no digit-like mark ({found}); write one digit, dark on light or light on dark, and try again."
     )
 
 
@@ -1036,14 +1002,9 @@ def _validated_ink(ink: np.ndarray) -> np.ndarray:
     if array.dtype.kind not in "buif":
         raise ImageError(f"The ink array has dtype {array.dtype}; give numbers between 0 and 1.")
     if array.ndim != 2:
-        raise ImageError(
-            f"The ink array has shape {array.shape}; "
-            "give a 2-D (height, width) array of ink intensities."
-        )
+        raise ImageError(f"The ink array has shape {array.shape}; give a 2-D (height, width) array of ink intensities.")
     if array.size == 0:
-        raise ImageError(
-            f"The ink array is empty (shape {array.shape}); draw a digit and try again."
-        )
+        raise ImageError(f"The ink array is empty (shape {array.shape}); draw a digit and try again.")
     if array.size > MAX_IMAGE_PIXELS:
         raise ImageError(
             f"The ink array is too large ({array.shape[1]}x{array.shape[0]}): the limit is "
@@ -1051,9 +1012,7 @@ def _validated_ink(ink: np.ndarray) -> np.ndarray:
         )
     array = array.astype(np.float32)  # always a copy: the caller's array is never modified
     if not np.isfinite(array).all():
-        raise ImageError(
-            "The ink array contains NaN or infinite values; give numbers between 0 and 1."
-        )
+        raise ImageError("The ink array contains NaN or infinite values; give numbers between 0 and 1.")
     low, high = float(array.min()), float(array.max())
     if low < 0.0 or high > 1.0 + 1e-6:
         raise ImageError(
@@ -1094,15 +1053,10 @@ def _check_one_mark(ink: np.ndarray, name: str) -> None:
             run[4] += weight
         else:
             runs.append([left, right, upper, lower, weight])
-    separate = [
-        run for run in runs if run[4] >= _MARK_MASS * total and run[3] - run[2] >= _MARK_HEIGHT * height
-    ]
+    separate = [run for run in runs if run[4] >= _MARK_MASS * total and run[3] - run[2] >= _MARK_HEIGHT * height]
     if len(separate) >= 2:
         advice = "erase all but one digit" if name == "The drawing" else "crop it to one digit"
-        raise ImageError(
-            f"{name} seems to hold {len(separate)} separate marks side by side; "
-            f"{advice} and try again."
-        )
+        raise ImageError(f"{name} seems to hold {len(separate)} separate marks side by side; {advice} and try again.")
 
 
 def _crop(ink: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -7,35 +7,42 @@ Augmented data is harder to fit, so augmented recipes train for more epochs.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from .train import TrainConfig
 
-#: (model, augmentation) -> recipe. ``None`` means no augmentation.
+#: (model, augmentation) -> recipe. ``None`` means no augmentation. How each was chosen, and the
+#: accuracies it reaches, are in BENCHMARKS.md (one section per `digitnet train` command).
 RECIPES: dict[tuple[str, str | None], TrainConfig] = {
-    # The seed 784-128-10. Chosen on validation (mean of 3 seeds) over Adam and Nesterov, rates 2e-3 to
-    # 4e-3, batches 64 to 256, 5 to 10 epochs, L2 and label smoothing: the extras gained < 0.05 %
-    # (noise), so the plain recipe stays. CLI seeds 0/1/2: 98.02/98.23/98.14 % test.
+    # 784-128-10: Adam with a cosine decay won on validation against Nesterov momentum, other rates,
+    # batches and epoch counts; L2 and label smoothing moved validation by less than its noise.
     ("mlp", None): TrainConfig(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="cosine"),
-    # 784-128-10 on distorted digits. "light" (nearest-pixel sampling), seeds 0/1/2: 98.82/98.72/98.86 %
-    # test (validation 98.50/98.72/98.82 %) in 18-27 s; with bilinear sampling 60 epochs had scored
-    # lower on validation than 40 (98.50/98.72/98.58 % against 98.54/98.74/98.70 %).
+    # Distorted digits are harder to fit: more epochs (60 scored lower on validation than 40).
     ("mlp", "light"): TrainConfig(epochs=40, batch_size=128, optimizer="adam", lr=3e-3, schedule="cosine"),
     ("mlp", "medium"): TrainConfig(epochs=40, batch_size=128, optimizer="adam", lr=3e-3, schedule="cosine"),
     ("mlp", "strong"): TrainConfig(epochs=40, batch_size=128, optimizer="adam", lr=3e-3, schedule="cosine"),
-    # The small CNN of digitnet.nn.architectures.build_cnn. Plain: 99.24 % test (validation 99.12 %);
-    # dropout 0.5 with label smoothing 0.1 scored lower on validation (99.04 %, seed 0).
+    # The small CNN of digitnet.nn.architectures.build_cnn; stronger dropout with label smoothing
+    # scored lower on validation.
     ("cnn", None): TrainConfig(epochs=12, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"),
-    # "light" (nearest-pixel sampling), seeds 0/1/2: 99.31/99.40/99.45 % test (validation
-    # 99.16/99.18/99.26 %) in 320-325 s; with bilinear sampling 99.32/99.43 % (validation 99.08/99.40 %).
     ("cnn", "light"): TrainConfig(epochs=12, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"),
-    # "medium" needs longer: 20 epochs, seeds 0-6: 99.29/99.48/99.45/99.49/99.42/99.49/99.43 % test
-    # (validation 99.04/99.38/99.30/99.24/99.34/99.26/99.30 %). Twelve CNNs together: 99.63 % (README).
+    # Elastic distortions need longer.
     ("cnn", "medium"): TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"),
     ("cnn", "strong"): TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"),
+    ("mlp", "reader"): TrainConfig(epochs=40, batch_size=128, optimizer="adam", lr=3e-3, schedule="cosine"),
+    ("cnn", "reader"): TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"),
 }
 
-#: The augmentation each model trains with when ``--augment`` is not given: the CNN reaches 99.3 %
-#: only with light distortions (plain: 99.24 % test); the seed network stays the textbook run.
+#: Named experiments for ``digitnet train --recipe NAME``: settings of
+#: :class:`~digitnet.experiment.ExperimentConfig` that options given next to it still override.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # The model digitnet ships for reading people's digits (``digitnet predict`` without a model):
+    # the CNN trained on digits redrawn with other slants, widths, pens and scanners.
+    "reader": {"model": "cnn", "augment": "reader"},
+}
+
+#: The augmentation each model trains with when ``--augment`` is not given: the CNN passes 99.3%
+#: only with light distortions; the MLP stays the plain textbook run.
 DEFAULT_AUGMENT: dict[str, str | None] = {"mlp": None, "cnn": "light"}
 
 #: Learning rates that suit each optimiser when only ``--optimizer`` is changed.
@@ -46,3 +53,17 @@ def default_config(model: str = "mlp", augment: str | None = None) -> TrainConfi
     """The recipe for ``model`` with ``augment``; falls back to the model's plain recipe."""
     recipe = RECIPES.get((model, augment)) or RECIPES.get((model, None)) or RECIPES[("mlp", None)]
     return replace(recipe)
+
+
+def resolve_recipe(model: str = "mlp", augment: str | None = None, **overrides: Any) -> TrainConfig:
+    """The recipe for ``model`` and ``augment`` with ``overrides`` (``None`` values ignored).
+
+    Changing only the optimiser also changes the learning rate to one that suits it
+    (:data:`DEFAULT_LR`): Adam's rate would make plain SGD crawl.
+    """
+    recipe = default_config(model, augment)
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    optimizer = overrides.get("optimizer", recipe.optimizer)
+    if "lr" not in overrides and optimizer != recipe.optimizer:
+        overrides["lr"] = DEFAULT_LR[optimizer]
+    return replace(recipe, **overrides)

@@ -82,7 +82,7 @@ def accuracy_of(network: Network, x: np.ndarray, labels: np.ndarray, batch_size:
     """Fraction of correctly classified examples, for already-prepared inputs ``x``."""
     correct = 0
     for i in range(0, len(x), batch_size):
-        correct += int((network.forward(x[i:i + batch_size]).argmax(axis=1) == labels[i:i + batch_size]).sum())
+        correct += int((network.forward(x[i : i + batch_size]).argmax(axis=1) == labels[i : i + batch_size]).sum())
     return correct / max(1, len(x))
 
 
@@ -93,7 +93,7 @@ def pixel_statistics(images: np.ndarray, chunk: int = 4096) -> tuple[float, floa
     """
     total = total_sq = 0.0
     for start in range(0, len(images), chunk):
-        block = images[start:start + chunk].astype(np.float64) / 255
+        block = images[start : start + chunk].astype(np.float64) / 255
         total += float(block.sum())
         total_sq += float(np.square(block).sum())
     count = images.size
@@ -109,10 +109,18 @@ def split_validation(n: int, val_size: int, rng: np.random.Generator) -> tuple[n
     return np.sort(order[val_size:]), np.sort(order[:val_size])
 
 
-def train(network: Network, x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig,
-          rng: np.random.Generator, *, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-          reporter: Reporter | None = None,
-          augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None) -> History:
+def train(
+    network: Network,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    *,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    reporter: Reporter | None = None,
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+) -> History:
     """Train ``network`` in place with mini-batch gradient descent.
 
     Parameters
@@ -142,18 +150,12 @@ def train(network: Network, x_train: np.ndarray, y_train: np.ndarray, config: Tr
         the end of the last good epoch.
     """
     reporter = reporter or Reporter()
-    loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
-    optimizer = make_optimizer(config.optimizer, network.flat_parameters(), config.lr,
-                               momentum=config.momentum, weight_decay=config.weight_decay)
     n = len(x_train)
     batches_per_epoch = math.ceil(n / config.batch_size)
-    schedule = make_schedule(config.schedule, config.lr, config.epochs * batches_per_epoch,
-                             steps_per_epoch=batches_per_epoch,
-                             warmup_steps=round(config.warmup_epochs * batches_per_epoch))
+    step = _Step(network, config, batches_per_epoch)
     history = History()
-    last_good = {name: value.copy() for name, value in network.state().items()}
-    best_val, best_state, epochs_without_gain = -1.0, None, 0
-    step = 0
+    stopper = _EarlyStopping(config.patience)
+    last_good = network_copy(network)
     # Every batch is gathered into this one array (the last, shorter batch into its front part),
     # so the loop does not allocate a fresh batch each step.
     batch_buffer = np.empty((min(config.batch_size, n), *x_train.shape[1:]), dtype=x_train.dtype)
@@ -163,44 +165,92 @@ def train(network: Network, x_train: np.ndarray, y_train: np.ndarray, config: Tr
         started = time.perf_counter()
         loss_sum, correct = 0.0, 0
         for batch in range(batches_per_epoch):
-            index = order[batch * config.batch_size:(batch + 1) * config.batch_size]
+            index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
             # mode="clip" skips np.take's bounds-checked copy (the indices are a permutation).
-            x = np.take(x_train, index, axis=0, out=batch_buffer[:len(index)], mode="clip")
+            x = np.take(x_train, index, axis=0, out=batch_buffer[: len(index)], mode="clip")
             labels = y_train[index]
             if augment is not None:
                 x = augment(x, rng)
-            optimizer.lr = schedule(step)
-            # A diverging run overflows to inf/NaN; that is caught just below as a clear error, so
-            # NumPy's overflow warnings would only add noise.
-            with np.errstate(over="ignore", invalid="ignore"):
-                logits = network.forward(x, training=True)
-                loss = loss_fn.forward(logits, labels)
+            loss, batch_correct = step(x, labels)
             if not math.isfinite(loss):
                 network.load_state(last_good)
                 raise TrainingDiverged(
                     f"Training diverged at epoch {epoch}, batch {batch + 1}: the loss became {loss}. "
                     f"Lower the learning rate (now {config.lr:g}, e.g. try {config.lr / 10:g}); "
-                    f"the weights of the last good epoch ({epoch - 1}) were kept.")
-            network.backward(loss_fn.backward())
-            optimizer.step()
-            step += 1
+                    f"the weights of the last good epoch ({epoch - 1}) were kept."
+                )
             loss_sum += loss * len(index)
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == labels))
+            correct += batch_correct
             reporter.batch_done(batch + 1, loss)
         seconds = time.perf_counter() - started
-        val_accuracy = accuracy_of(network, x_val, y_val) if x_val is not None and len(x_val) else None
-        record = EpochRecord(epoch, seconds, loss_sum / n, correct / n, val_accuracy, optimizer.lr)
+        validating = x_val is not None and y_val is not None and len(x_val) > 0
+        val_accuracy = accuracy_of(network, x_val, y_val) if validating else None  # type: ignore[arg-type]
+        record = EpochRecord(epoch, seconds, loss_sum / n, correct / n, val_accuracy, step.optimizer.lr)
         history.epochs.append(record)
         reporter.epoch_done(record, config.epochs)
-        last_good = {name: value.copy() for name, value in network.state().items()}
-        if config.patience is not None and val_accuracy is not None:
-            if val_accuracy > best_val:
-                best_val, best_state, epochs_without_gain = val_accuracy, last_good, 0
-                history.best_epoch = epoch
-            else:
-                epochs_without_gain += 1
-                if epochs_without_gain >= config.patience:
-                    network.load_state(best_state)
-                    history.stopped_early = True
-                    break
+        last_good = network_copy(network)
+        if stopper.should_stop(record, last_good, history):
+            network.load_state(stopper.best_state)
+            history.stopped_early = True
+            break
     return history
+
+
+def network_copy(network: Network) -> dict[str, np.ndarray]:
+    """A copy of every array of the network, to restore later with ``load_state``."""
+    return {name: value.copy() for name, value in network.state().items()}
+
+
+class _Step:
+    """One optimisation step on a batch: forward, loss, backward, update at the scheduled rate."""
+
+    def __init__(self, network: Network, config: TrainConfig, batches_per_epoch: int) -> None:
+        self.network = network
+        self.loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
+        pairs = [(value, grad) for _, value, grad in network.parameters()]
+        self.optimizer = make_optimizer(
+            config.optimizer, pairs, config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        self.schedule = make_schedule(
+            config.schedule,
+            config.lr,
+            config.epochs * batches_per_epoch,
+            steps_per_epoch=batches_per_epoch,
+            warmup_steps=round(config.warmup_epochs * batches_per_epoch),
+        )
+        self.count = 0
+
+    def __call__(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+        """The batch's mean loss and number of correct answers (before the update); no update
+        when the loss is not finite."""
+        self.optimizer.lr = self.schedule(self.count)
+        # A diverging run overflows to inf/NaN; the caller turns that into a clear error, so NumPy's
+        # overflow warnings would only add noise.
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits = self.network.forward(x, training=True)
+            loss = self.loss_fn.forward(logits, labels)
+        if not math.isfinite(loss):
+            return loss, 0
+        self.network.backward(self.loss_fn.backward())
+        self.optimizer.step()
+        self.count += 1
+        return loss, int(np.count_nonzero(logits.argmax(axis=1) == labels))
+
+
+class _EarlyStopping:
+    """Ends a run after ``patience`` epochs without a better validation accuracy."""
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience = patience
+        self.best_accuracy, self.epochs_without_gain = -1.0, 0
+        self.best_state: dict[str, np.ndarray] = {}
+
+    def should_stop(self, record: EpochRecord, state: dict[str, np.ndarray], history: History) -> bool:
+        if self.patience is None or record.val_accuracy is None:
+            return False
+        if record.val_accuracy > self.best_accuracy:
+            self.best_accuracy, self.best_state, self.epochs_without_gain = record.val_accuracy, state, 0
+            history.best_epoch = record.epoch
+            return False
+        self.epochs_without_gain += 1
+        return self.epochs_without_gain >= self.patience

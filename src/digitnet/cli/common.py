@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from rich.console import Console
 
 from ..errors import DigitnetError
 from ..nn import Network
+
 
 class DigitnetGroup(click.Group):
     """A click group that reports user errors (:class:`DigitnetError`) as one clean message."""
@@ -30,21 +32,27 @@ DEFAULT_MODEL = "model.npz"
 
 def dir_options(function):
     """``--data-dir`` and ``--cache-dir``: where dataset files are looked for and kept."""
-    function = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-                            envvar="DIGITNET_CACHE_DIR", show_envvar=True,
-                            help="Where verified dataset files are kept [default: the user cache "
-                                 "directory].")(function)
-    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                        envvar="DIGITNET_DATA_DIR", show_envvar=True,
-                        help="A folder holding the dataset files (plain or .gz), tried before "
-                             "any download.")(function)
+    function = click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="DIGITNET_CACHE_DIR",
+        show_envvar=True,
+        help="Where verified dataset files are kept [default: the user cache directory].",
+    )(function)
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="DIGITNET_DATA_DIR",
+        show_envvar=True,
+        help="A folder holding the dataset files (plain or .gz), tried before any download.",
+    )(function)
 
 
 def openml_option(function):
     """``--openml``: the opt-in OpenML source."""
-    return click.option("--openml", is_flag=True,
-                        help="Also allow downloading MNIST from OpenML via scikit-learn "
-                             "(needs the internet).")(function)
+    return click.option(
+        "--openml", is_flag=True, help="Also allow downloading MNIST from OpenML via scikit-learn (needs the internet)."
+    )(function)
 
 
 def data_options(function):
@@ -56,18 +64,86 @@ def load_dataset_for_cli(name: str, data_dir, cache_dir, openml: bool):
     """Load a dataset, printing where it came from on stderr."""
     from ..data import load_dataset
 
-    return load_dataset(name, data_dir=data_dir, cache_dir=cache_dir, allow_openml=openml,
-                        progress=lambda message: status_console.print(f"[dim]{message}[/dim]"))
+    return load_dataset(
+        name,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        allow_openml=openml,
+        progress=lambda message: status_console.print(f"[dim]{message}[/dim]"),
+    )
 
 
-def load_model(path: str | os.PathLike) -> Network:
-    """Load a model file; the errors are the file format's own clear messages."""
-    return Network.load(path)
+def printable(text: object) -> str:
+    """``text`` made safe for the terminal: control and format characters dropped, rich markup escaped.
+
+    Class names come from the model file and file names from the user: neither may move the
+    cursor, clear the screen or change colours, nor be read as ``[markup]``.
+    """
+    import unicodedata
+
+    from rich.markup import escape
+
+    return escape("".join(ch for ch in str(text) if unicodedata.category(ch) not in ("Cc", "Cf")))
 
 
-def cpu_count() -> int:
-    """Cores this process may use (respects CPU affinity and container limits where visible)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+def model_or_reader(path: str | os.PathLike | None) -> tuple[Network, str]:
+    """The model file at ``path``, or the reader model that ships with digitnet when ``path`` is
+    ``None``; with a name to show the user."""
+    if path is not None:
+        return Network.load(path), str(path)
+    from ..reader import load_reader
+
+    return load_reader(), "the reader model that ships with digitnet"
+
+
+class FiniteFloat(click.ParamType):
+    """A finite number within ``[low, high]`` (``nan`` and ``inf`` pass click's FloatRange)."""
+
+    name = "float"
+
+    def __init__(
+        self, low: float = float("-inf"), high: float = float("inf"), *, low_open: bool = False, high_open: bool = False
+    ) -> None:
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+
+    def convert(self, value, param, ctx) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        too_low = number <= self.low if self.low_open else number < self.low
+        too_high = number >= self.high if self.high_open else number > self.high
+        if too_low or too_high:
+            self.fail(
+                f"{number:g} is not in {'(' if self.low_open else '['}{self.low:g}, "
+                f"{self.high:g}{')' if self.high_open else ']'}",
+                param,
+                ctx,
+            )
+        return number
+
+
+def check_writable_file(path: Path, option: str) -> None:
+    """Refuse, before any work starts, an output file that could not be written at the end."""
+    if not str(path) or path.name == "":
+        raise click.BadParameter("needs a file name", param_hint=option)
+    if path.is_dir():
+        raise click.BadParameter(
+            f"{path} is a folder; give a file name such as {path / 'model.npz'}", param_hint=option
+        )
+    check_writable_folder(path.parent if str(path.parent) else Path("."), option, create=False)
+
+
+def check_writable_folder(folder: Path, option: str, *, create: bool = True) -> None:
+    """Refuse a folder that is missing (unless it can be created), not a folder, or not writable."""
+    existing = folder
+    while not existing.exists():  # the nearest existing ancestor decides whether it can be made
+        if not create:
+            raise click.BadParameter(f"the folder {folder} does not exist; create it first", param_hint=option)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise click.BadParameter(f"{existing} is a file, not a folder", param_hint=option)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"the folder {existing} is not writable", param_hint=option)

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import click
-import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from threadpoolctl import threadpool_limits
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from ..augment import STRENGTHS, make_augmenter
+from ..augment import STRENGTHS
 from ..data import DATASETS
-from ..errors import TrainingDiverged
-from ..metrics import accuracy
-from ..nn.architectures import ARCHITECTURES, build_network
+from ..errors import TrainingDiverged, TrainingFailed
+from ..experiment import ExperimentConfig, ExperimentResult, run
+from ..nn.architectures import ARCHITECTURES
 from ..optim import OPTIMIZERS, SCHEDULES
-from ..recipes import DEFAULT_AUGMENT, DEFAULT_LR, default_config
-from ..train import EpochRecord, Reporter, pixel_statistics, split_validation
-from ..train import train as run_training
-from .common import DEFAULT_MODEL, cpu_count, data_options, load_dataset_for_cli, status_console
+from ..recipes import PRESETS, default_config
+from ..train import EpochRecord, Reporter
+from .common import (
+    DEFAULT_MODEL,
+    FiniteFloat,
+    check_writable_file,
+    check_writable_folder,
+    data_options,
+    load_dataset_for_cli,
+    status_console,
+)
+
+#: The widest hidden layer the command accepts: larger layers would not fit a typical machine's
+#: memory with the training set, and a typo (an extra zero or two) should not be tried for minutes.
+MAX_HIDDEN_UNITS = 65_536
 
 
 def parse_hidden(ctx, param, value: str) -> tuple[int, ...]:
@@ -28,9 +36,11 @@ def parse_hidden(ctx, param, value: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of layer sizes, e.g. 256,128")
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of layer sizes, e.g. 256,128") from None
     if any(size < 1 for size in sizes):
         raise click.BadParameter("every hidden layer needs at least one unit")
+    if any(size > MAX_HIDDEN_UNITS for size in sizes):
+        raise click.BadParameter(f"at most {MAX_HIDDEN_UNITS} units per layer (got {max(sizes)})")
     return sizes
 
 
@@ -39,20 +49,21 @@ class ProgressReporter(Reporter):
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.task = None
+        self.task = TaskID(-1)
 
     def epoch_started(self, epoch: int, epochs: int, batches: int) -> None:
-        self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=batches, loss=float("nan"))
+        self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=batches, loss="...")
 
     def batch_done(self, batch: int, loss: float) -> None:
-        self.progress.update(self.task, completed=batch, loss=loss)
+        self.progress.update(self.task, completed=batch, loss=f"{loss:.4f}")
 
     def epoch_done(self, record: EpochRecord, epochs: int) -> None:
         self.progress.remove_task(self.task)
         val = f"  val acc {record.val_accuracy:.2%}" if record.val_accuracy is not None else ""
         self.progress.console.print(
             f"epoch {record.epoch:>{len(str(epochs))}}/{epochs}  loss {record.loss:.4f}  "
-            f"train acc {record.train_accuracy:.2%}{val}  {record.seconds:.2f} s")
+            f"train acc {record.train_accuracy:.2%}{val}  {record.seconds:.2f} s"
+        )
 
 
 def recipe_help(field: str) -> str:
@@ -60,113 +71,242 @@ def recipe_help(field: str) -> str:
 
 
 @click.command()
+@click.option(
+    "--recipe",
+    "preset",
+    type=click.Choice(sorted(PRESETS)),
+    default="default",
+    show_default=True,
+    help="A named experiment: reader trains the model `digitnet predict` ships with (a CNN that "
+    "reads other writers, pens and scanners). Options given with it still apply.",
+)
 @click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="mnist", show_default=True)
-@click.option("--model", "model_name", type=click.Choice(sorted(ARCHITECTURES)), default="mlp",
-              show_default=True, help="Architecture: mlp is the seed network.")
-@click.option("--hidden", default="128", callback=parse_hidden, show_default=True,
-              help="Hidden layer sizes, comma-separated (e.g. 256,128): of the mlp, or the dense layers after "
-                   "the cnn's convolutions.")
-@click.option("--augment", type=click.Choice(["none", *STRENGTHS]), default=None, is_flag=False,
-              flag_value="light", metavar="[none|" + "|".join(STRENGTHS) + "]",
-              help="Random distortions (shift, rotation, scale, shear; elastic from medium on) of every "
-                   "training batch; the recipe adapts (more epochs). --augment alone means light "
-                   "[default: none for mlp, light for cnn].")
+@click.option(
+    "--model",
+    "model_name",
+    type=click.Choice(sorted(ARCHITECTURES)),
+    default=None,
+    help="Architecture: mlp is the 784-128-10 multilayer perceptron, cnn a small convolutional "
+    "network [default: the recipe's, mlp].",
+)
+@click.option(
+    "--hidden",
+    default="128",
+    callback=parse_hidden,
+    show_default=True,
+    help="Hidden layer sizes, comma-separated (e.g. 256,128): of the mlp, or the dense layers after "
+    "the cnn's convolutions.",
+)
+@click.option(
+    "--augment",
+    type=click.Choice(["none", *STRENGTHS]),
+    default=None,
+    is_flag=False,
+    flag_value="light",
+    metavar="[none|" + "|".join(STRENGTHS) + "]",
+    help="Random distortions (shift, rotation, scale, shear; elastic from medium on) of every "
+    "training batch; the recipe adapts (more epochs). --augment alone means light "
+    "[default: none for mlp, light for cnn].",
+)
 @click.option("--epochs", type=click.IntRange(1), default=None, help=recipe_help("epochs"))
 @click.option("--batch-size", type=click.IntRange(1), default=None, help=recipe_help("batch_size"))
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help=recipe_help("optimizer"))
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Peak learning rate [default: the recipe's; 0.1 for sgd, 0.05 with momentum].")
-@click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
-              help="Learning-rate schedule over the run " + recipe_help("schedule"))
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="L2 penalty.")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None)
-@click.option("--val-size", type=click.IntRange(0), default=None,
-              help="Training images held out for validation, 0 for none [default: one in twelve, "
-                   "5000 for MNIST].")
-@click.option("--patience", type=click.IntRange(1), default=None,
-              help="Stop early after this many epochs without validation improvement.")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None,
-              help="BLAS threads [default: the number of cores].")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_MODEL,
-              show_default=True, help="Where to save the trained model.")
-@click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write the learning curve and sample predictions as PNGs into this folder.")
+@click.option(
+    "--lr",
+    type=FiniteFloat(0, low_open=True),
+    default=None,
+    help="Peak learning rate [default: the recipe's; 0.1 for sgd, 0.05 with momentum].",
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULES),
+    default=None,
+    help="Learning-rate schedule over the run " + recipe_help("schedule"),
+)
+@click.option("--weight-decay", type=FiniteFloat(0), default=None, help="L2 penalty on the weights [default: 0].")
+@click.option(
+    "--label-smoothing",
+    type=FiniteFloat(0, 1, high_open=True),
+    default=None,
+    help="Mix this much of the uniform distribution into the one-hot targets [default: 0].",
+)
+@click.option(
+    "--val-size",
+    type=click.IntRange(0),
+    default=None,
+    help="Training images held out for validation, 0 for none [default: one in twelve, 5000 for MNIST].",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(1),
+    default=None,
+    help="Stop early after this many epochs without validation improvement.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float64"]),
+    default="float32",
+    show_default=True,
+    help="Floating-point precision of the network: float32 is about twice as fast, float64 is for exact checks.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**63 - 1),
+    default=0,
+    show_default=True,
+    help="Seeds the run's one random generator: the validation split, the initial weights, "
+    "the batch order and the distortions. The same seed gives the same model.",
+)
+@click.option("--threads", type=click.IntRange(1), default=None, help="BLAS threads [default: the number of cores].")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="Where to save the trained model.",
+)
+@click.option(
+    "--plots",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write the learning curve and sample predictions as PNGs into this folder.",
+)
+@click.option(
+    "--keep-failed",
+    is_flag=True,
+    help="Save the model even if training ended at chance level (it is refused otherwise).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results.")
 @data_options
-def train(dataset, model_name, hidden, augment, epochs, batch_size, optimizer, lr, schedule, weight_decay,
-          label_smoothing, val_size, patience, dtype, seed, threads, out, plots, as_json, data_dir, cache_dir,
-          openml) -> None:
+def train(
+    preset,
+    dataset,
+    model_name,
+    hidden,
+    augment,
+    epochs,
+    batch_size,
+    optimizer,
+    lr,
+    schedule,
+    weight_decay,
+    label_smoothing,
+    val_size,
+    patience,
+    dtype,
+    seed,
+    threads,
+    out,
+    plots,
+    keep_failed,
+    as_json,
+    data_dir,
+    cache_dir,
+    openml,
+) -> None:
     """Train a network on a dataset (MNIST by default), report test accuracy, and save it.
 
-    With no options: the seed network 784-128-10 with digitnet's tuned recipe.
+    With no options: the 784-128-10 network with digitnet's tuned recipe.
     """
-    if augment is None:
-        augment = DEFAULT_AUGMENT[model_name] or "none"
-    augment_name = None if augment == "none" else augment
-    config = default_config(model_name, augment_name)
-    overrides = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "schedule": schedule,
-                 "weight_decay": weight_decay, "label_smoothing": label_smoothing, "patience": patience}
-    config = replace(config, **{key: value for key, value in overrides.items() if value is not None})
-    if lr is not None:
-        config.lr = lr
-    elif optimizer is not None and optimizer != default_config(model_name, augment_name).optimizer:
-        config.lr = DEFAULT_LR[optimizer]
-
+    check_writable_file(out, "--out")  # found now, not after minutes of training
+    if plots is not None:
+        check_writable_folder(plots, "--plots")
+    named = PRESETS[preset]
+    config = ExperimentConfig(
+        dataset=dataset,
+        model=model_name or named.get("model", "mlp"),
+        hidden=hidden,
+        augment=augment or named.get("augment"),
+        seed=seed,
+        val_size=val_size,
+        dtype=dtype,
+        threads=threads,
+        recipe={
+            key: value
+            for key, value in {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "optimizer": optimizer,
+                "lr": lr,
+                "schedule": schedule,
+                "weight_decay": weight_decay,
+                "label_smoothing": label_smoothing,
+                "patience": patience,
+            }.items()
+            if value is not None
+        },
+    )
     data = load_dataset_for_cli(dataset, data_dir, cache_dir, openml)
-    if val_size is None:
-        val_size = len(data.train_labels) // 12
-    if val_size >= len(data.train_labels):
-        raise click.BadParameter(f"must be smaller than the {len(data.train_labels)} training images",
-                                 param_hint="--val-size")
-    rng = np.random.default_rng(seed)
-    train_index, val_index = split_validation(len(data.train_labels), val_size, rng)
-    train_pixels = data.train_images[train_index]
-    mean, std = pixel_statistics(train_pixels)
-    network = build_network(model_name, hidden=hidden, input_shape=(1, *data.image_shape),
-                            num_classes=data.num_classes, rng=rng, dtype=np.dtype(dtype), mean=mean, std=std,
-                            class_names=data.class_names)
-    # Empty (black) pixels in the network's normalised units, for the area shifted into view.
-    augmenter = make_augmenter(augment_name, background=(0 - network.mean) / network.std)
-    labels = data.train_labels.astype(np.int64)
-    status_console.print(f"Training {network.describe()} on {dataset}: {len(train_index)} training and "
-                         f"{len(val_index)} validation images; {config.optimizer} lr {config.lr:g}, "
-                         f"batch {config.batch_size}, {config.epochs} epochs.")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
-    with threadpool_limits(limits=threads or cpu_count()), \
-            Progress(*columns, console=status_console, transient=True) as progress:
-        try:
-            # Index the uint8 images first: one float copy of each split, no float copy of all.
-            history = run_training(network, network.prepare(train_pixels), labels[train_index], config,
-                                   rng, x_val=network.prepare(data.train_images[val_index]),
-                                   y_val=labels[val_index],
-                                   reporter=ProgressReporter(progress), augment=augmenter)
-        except TrainingDiverged as error:
-            raise TrainingDiverged(f"{error} Nothing was written to {out}.") from None
-        test_accuracy = accuracy(data.test_labels, network.predict(data.test_images))
-    network.metadata.update({
-        "dataset": dataset,
-        "model": model_name,
-        "training": {**config.to_dict(), "hidden": list(hidden), "augment": augment,
-                     # the distortions themselves, interpolation included: names may be retuned
-                     "augment_strength": augmenter.strength.to_dict() if augmenter else None,
-                     "seed": seed, "val_size": val_size, "train_size": len(train_index), "dtype": dtype},
-        "metrics": {"test_accuracy": test_accuracy, "train_seconds": history.train_seconds},
-        "history": history.to_list(),
-    })
-    network.save(out)
+    if val_size is not None and val_size >= len(data.train_labels):
+        raise click.BadParameter(
+            f"must be smaller than the {len(data.train_labels)} training images", param_hint="--val-size"
+        )
+    result = _run_with_progress(config, data, out)
+    test_accuracy = result.test_accuracy()
+    _refuse_chance_level(result, test_accuracy, out, keep_failed)
+    result.network.save(out)
     if plots is not None:
         from ..plots import save_training_plots
 
-        written = save_training_plots(network, data, plots)
+        written = save_training_plots(result.network, data, plots)
         status_console.print(f"Wrote {', '.join(str(path) for path in written)}.")
+    _report(result, test_accuracy, out, as_json)
+
+
+def _run_with_progress(config: ExperimentConfig, data, out: Path) -> ExperimentResult:
+    """:func:`digitnet.experiment.run` with a progress bar on stderr."""
+    recipe = config.train_config()
+    status_console.print(
+        f"Training {config.model} on {data.name}; {recipe.optimizer} lr {recipe.lr:g}, "
+        f"batch {recipe.batch_size}, {recipe.epochs} epochs, augmentation "
+        f"{config.augment_strength or 'none'}, seed {config.seed}."
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=status_console, transient=True) as progress:
+        try:
+            return run(config, data, reporter=ProgressReporter(progress))
+        except TrainingDiverged as error:
+            raise TrainingDiverged(f"{error} Nothing was written to {out}.") from None
+
+
+def _refuse_chance_level(result: ExperimentResult, test_accuracy: float, out: Path, keep_failed: bool) -> None:
+    """A run no better than guessing is a failure to report, not a model to save over a good one."""
+    chance = 1 / result.data.num_classes
+    if test_accuracy >= 1.5 * chance or keep_failed:
+        return
+    raise TrainingFailed(
+        f"Training ended at chance level ({test_accuracy:.1%} test accuracy, guessing gives {chance:.0%}; final "
+        f"loss {result.history.epochs[-1].loss:.3g}), so nothing was written to {out}. Lower the learning rate "
+        f"(now {result.train_config.lr:g}), or pass --keep-failed to save it anyway."
+    )
+
+
+def _report(result: ExperimentResult, test_accuracy: float, out: Path, as_json: bool) -> None:
+    history = result.history
     if as_json:
-        click.echo(json.dumps({"test_accuracy": test_accuracy, "train_seconds": history.train_seconds,
-                               "history": history.to_list(), "model": str(out), "dataset": dataset,
-                               "architecture": network.describe(), "config": config.to_dict(),
-                               "stopped_early": history.stopped_early}))
+        click.echo(
+            json.dumps(
+                {
+                    "test_accuracy": test_accuracy,
+                    "train_seconds": history.train_seconds,
+                    "history": history.to_list(),
+                    "model": str(out),
+                    "dataset": result.data.name,
+                    "architecture": result.network.describe(),
+                    "config": result.train_config.to_dict(),
+                    "stopped_early": history.stopped_early,
+                },
+                allow_nan=False,
+            )
+        )
     else:
-        status_console.print(f"Test accuracy [bold]{test_accuracy:.2%}[/bold] after "
-                             f"{history.train_seconds:.1f} s of training. Saved the model to {out}.")
+        status_console.print(
+            f"Test accuracy [bold]{test_accuracy:.2%}[/bold] after "
+            f"{history.train_seconds:.1f} s of training. Saved the model to {out}."
+        )

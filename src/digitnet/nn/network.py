@@ -1,31 +1,19 @@
-"""The network: a list of layers, run forwards to predict and backwards to learn; and its file.
+"""The network: a list of layers, run forwards to predict and backwards to learn.
 
-A model file is a NumPy ``.npz`` archive holding one array per parameter (``layer3.W``) and one
-``metadata`` entry: a JSON string with the architecture (the layers' configs), the input shape, the
-input normalisation, the class names, and whatever the trainer adds (dataset, settings, metrics,
-history). It is read with ``allow_pickle=False``, and every array is checked against the shape the
-architecture implies, so a damaged or foreign file fails with a clear message instead of a
-confusing prediction.
+Saving and loading live in :mod:`digitnet.nn.modelfile`, which documents the file format and
+checks every file before it allocates anything.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import zipfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFileError
-from .layers import LAYER_TYPES, Dense, Flatten, Layer, ReLU
+from .layers import Dense, Flatten, Layer, ReLU
 from .losses import softmax
-
-FORMAT_NAME = "digitnet-model"
-FORMAT_VERSION = 1
 
 
 class Network:
@@ -46,93 +34,38 @@ class Network:
         Free-form facts saved with the model (dataset, training settings, metrics, history).
     """
 
-    def __init__(self, layers: Sequence[Layer], input_shape: tuple[int, ...], *, mean: float = 0.0,
-                 std: float = 1.0, class_names: Sequence[str] = tuple("0123456789"),
-                 metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        input_shape: tuple[int, ...],
+        *,
+        mean: float = 0.0,
+        std: float = 1.0,
+        class_names: Sequence[str] = tuple("0123456789"),
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         self.layers = list(layers)
         self.input_shape = tuple(input_shape)
         self.mean, self.std = float(mean), float(std)
         self.class_names = list(class_names)
         self.metadata = dict(metadata or {})
         self._mark_layers_needing_input_grad()
-        self._flat_params, self._flat_grads = self._pack_parameters()
 
     def _mark_layers_needing_input_grad(self) -> None:
         # Nothing before the first layer with parameters is trained, so that layer need not
-        # compute dL/d(input): for the seed network this skips a 128x784 matrix product per batch.
+        # compute dL/d(input): for the 784-128-10 MLP this skips a 128x784 matrix product per batch.
         seen_params = False
         for layer in self.layers:
             layer.needs_input_grad = seen_params
             seen_params = seen_params or bool(layer.params)
 
-    def _pack_parameters(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        # Every parameter (and gradient) becomes a view into one flat array, so the optimiser can
-        # update them all with a dozen whole-array operations instead of a dozen per array (for
-        # the seed network's Adam step: 150 instead of 169 us, measured alone). Layers keep their
-        # named arrays; they just share memory now (which is why layers write gradients in place).
-        pairs = [(layer, name) for layer in self.layers for name in layer.params]
-        dtypes = {layer.params[name].dtype for layer, name in pairs}
-        if len(dtypes) != 1:  # no parameters, or mixed precisions: keep the separate arrays
-            return None, None
-        dtype = dtypes.pop()
-        total = sum(layer.params[name].size for layer, name in pairs)
-        flat_params, flat_grads = np.empty(total, dtype=dtype), np.zeros(total, dtype=dtype)
-        offset = 0
-        for layer, name in pairs:
-            value = layer.params[name]
-            end = offset + value.size
-            layer.params[name] = flat_params[offset:end].reshape(value.shape)
-            layer.params[name][...] = value
-            layer.grads[name] = flat_grads[offset:end].reshape(value.shape)
-            offset = end
-        return flat_params, flat_grads
-
-    def flat_parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``(parameter, gradient)`` pairs for an optimiser: one flat pair holding every array.
-
-        Falls back to one pair per array (as in :meth:`parameters`) when the layers' arrays could
-        not share one buffer. Either way an optimiser updates exactly the same numbers.
-        """
-        if self._flat_params is not None and not self._packed():
-            # The layers' arrays were replaced since packing (a copy of the network, or the same
-            # layers packed into another Network): pack what the layers hold now.
-            self._flat_params, self._flat_grads = self._pack_parameters()
-        if self._flat_params is None:
-            return [(value, grad) for _, value, grad in self.parameters()]
-        return [(self._flat_params, self._flat_grads)]
-
-    def _packed(self) -> bool:
-        """Whether every parameter and gradient is still a view into this network's flat arrays."""
-        return all(value.base is self._flat_params and grad.base is self._flat_grads
-                   for _, value, grad in self.parameters())
-
-    @property
-    def dtype(self) -> np.dtype:
-        for layer in self.layers:
-            for value in layer.params.values():
-                return value.dtype
-        return np.dtype(np.float32)
-
-    # -- learning -----------------------------------------------------------------------------
-
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        """Logits for a batch ``x`` that is already normalised and shaped ``(N, *input_shape)``."""
-        for layer in self.layers:
-            x = layer.forward(x, training)
-        return x
-
-    def backward(self, grad_logits: np.ndarray) -> None:
-        """Propagate dL/d(logits) back through every layer, filling each layer's ``grads``."""
-        grad = grad_logits
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)
-            if grad is None:
-                break
-
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(name, parameter, gradient)`` for every trainable array, in a fixed order."""
-        return [(f"layer{i}.{name}", value, layer.grads[name])
-                for i, layer in enumerate(self.layers) for name, value in layer.params.items()]
+        return [
+            (f"layer{i}.{name}", value, layer.grads[name])
+            for i, layer in enumerate(self.layers)
+            for name, value in layer.params.items()
+        ]
 
     def state(self) -> dict[str, np.ndarray]:
         """Every array that defines the model: parameters and saved buffers, by name."""
@@ -146,6 +79,36 @@ class Network:
         """Copy arrays (as returned by :meth:`state`) into the network, in place."""
         for name, target in self.state().items():
             target[...] = arrays[name]
+
+    @property
+    def dtype(self) -> np.dtype:
+        for layer in self.layers:
+            for value in layer.params.values():
+                return value.dtype
+        return np.dtype(np.float32)
+
+    # -- learning -----------------------------------------------------------------------------
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """Logits for a batch ``x`` that is already normalised and shaped ``(N, *input_shape)``.
+
+        With ``training=True`` every layer keeps what :meth:`backward` needs (and dropout drops);
+        otherwise nothing is stored, so several threads may predict with one network at once.
+        """
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad_logits: np.ndarray) -> None:
+        """Propagate dL/d(logits) back through every layer, filling each layer's ``grads``.
+
+        Needs the forward pass of the same batch with ``training=True`` first.
+        """
+        grad: np.ndarray | None = grad_logits
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)  # type: ignore[arg-type]  # None only ends the loop below
+            if grad is None:
+                break
 
     # -- using --------------------------------------------------------------------------------
 
@@ -164,8 +127,9 @@ class Network:
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
         """Class probabilities ``(N, K)`` for images with values in [0, 1] (or uint8)."""
-        batches = [softmax(self.forward(self.prepare(images[i:i + batch_size])))
-                   for i in range(0, len(images), batch_size)]
+        batches = [
+            softmax(self.forward(self.prepare(images[i : i + batch_size]))) for i in range(0, len(images), batch_size)
+        ]
         return np.concatenate(batches) if batches else np.zeros((0, len(self.class_names)))
 
     def predict(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
@@ -173,7 +137,7 @@ class Network:
         return self.predict_proba(images, batch_size).argmax(axis=1)
 
     def describe(self) -> str:
-        """A one-line architecture summary: ``784-128-10`` for the seed network,
+        """A one-line architecture summary: ``784-128-10`` for the default MLP,
         ``784-conv5x5:16-pool2-conv5x5:32-pool2-128-dropout0.25-10`` for the CNN."""
         tokens = [str(int(np.prod(self.input_shape)))]
         tokens += [token for layer in self.layers if (token := layer.summary()) is not None]
@@ -183,96 +147,54 @@ class Network:
         return sum(value.size for _, value, _ in self.parameters())
 
     # -- the model file -----------------------------------------------------------------------
+    # The format, its schema and every check live in :mod:`digitnet.nn.modelfile`; imported
+    # inside the methods because that module builds Networks itself.
 
     def to_metadata(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "layers": [{"type": type(layer).__name__, **layer.config()} for layer in self.layers],
-            "input_shape": list(self.input_shape),
-            "normalisation": {"mean": self.mean, "std": self.std},
-            "class_names": self.class_names,
-            "dtype": str(self.dtype),
-            **self.metadata,
-        }
+        """The metadata a model file of this network holds (architecture first, then ``metadata``)."""
+        from .modelfile import network_metadata
+
+        return network_metadata(self)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model to ``path`` atomically: a crash mid-write never leaves a broken file."""
-        from .. import __version__
-        from ..data.cache import atomic_write_bytes  # temp file + rename, shared with the data cache
+        """Write the model to ``path`` atomically: a crash mid-write never leaves a broken file.
 
-        path = Path(path)
-        metadata = {**self.to_metadata(), "digitnet_version": __version__}
-        buffer = io.BytesIO()
-        np.savez(buffer, metadata=np.array(json.dumps(metadata)), **self.state())
-        atomic_write_bytes(path, buffer.getvalue())
+        Raises :class:`~digitnet.errors.ModelFileError` (writing nothing) if the model's metadata
+        breaks the format, so that every file written can be read back.
+        """
+        from .modelfile import save_network
+
+        save_network(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Network:
-        """Read a model written by :meth:`save`, validating everything against its metadata."""
-        path = Path(path)
-        if not path.is_file():
-            raise ModelFileError(f"{path}: no such model file; train one with `digitnet train`.")
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                if "metadata" not in archive.files:
-                    raise ModelFileError(f"{path}: not a digitnet model (no metadata entry); "
-                                         "train one with `digitnet train`.")
-                metadata = json.loads(str(archive["metadata"]))
-                arrays = {name: archive[name] for name in archive.files if name != "metadata"}
-        except ModelFileError:
-            raise
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
-            raise ModelFileError(f"{path}: not a readable digitnet model (the file is damaged or "
-                                 f"truncated: {error}); train a new one with `digitnet train`.") from None
-        return cls.from_metadata(metadata, arrays, source=str(path))
+        """Read a model written by :meth:`save`, checking the whole file before trusting any of it.
+
+        Raises :class:`~digitnet.errors.ModelFileError`, with a one-sentence message, for a file
+        that is missing, not a model, damaged, or breaks the format's rules.
+        """
+        from .modelfile import load_network
+
+        return load_network(path)
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, Any], arrays: dict[str, np.ndarray], source: str = "model"
-                      ) -> Network:
-        """Rebuild a network from its metadata and arrays, checking that they agree."""
-        def fail(problem: str) -> ModelFileError:
-            return ModelFileError(f"{source}: {problem}; the file is not a valid digitnet model, "
-                                  "train a new one with `digitnet train`.")
+    def from_metadata(cls, metadata: dict[str, Any], arrays: dict[str, np.ndarray], source: str = "model") -> Network:
+        """Rebuild a network from its metadata and arrays, with the model file's checks."""
+        from .modelfile import network_from_metadata
 
-        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
-            raise fail("not a digitnet model file (wrong format marker)")
-        if metadata.get("format_version", 0) > FORMAT_VERSION:
-            raise ModelFileError(f"{source}: written by a newer digitnet (format version "
-                                 f"{metadata['format_version']}); upgrade digitnet to read it.")
-        try:
-            dtype = np.dtype(metadata.get("dtype", "float32"))
-            layers = []
-            for spec in metadata["layers"]:
-                spec = dict(spec)
-                layer_type = LAYER_TYPES.get(spec.pop("type"))
-                if layer_type is None:
-                    raise fail("it uses an unknown layer type")
-                layers.append(layer_type.from_config(spec, dtype=dtype))
-            normalisation = metadata["normalisation"]
-            extra = {key: value for key, value in metadata.items()
-                     if key not in {"format", "format_version", "layers", "input_shape",
-                                    "normalisation", "class_names", "dtype", "digitnet_version"}}
-            network = cls(layers, tuple(metadata["input_shape"]), mean=normalisation["mean"],
-                          std=normalisation["std"], class_names=metadata["class_names"], metadata=extra)
-        except (KeyError, TypeError, ValueError) as error:
-            raise fail(f"its metadata is incomplete ({error})") from None
-        expected = network.state()
-        if set(arrays) != set(expected):
-            raise fail(f"it holds arrays {sorted(arrays)} but its architecture needs {sorted(expected)}")
-        for name, target in expected.items():
-            if arrays[name].shape != target.shape:
-                raise fail(f"array {name} has shape {arrays[name].shape}, expected {target.shape}")
-            if not np.isfinite(arrays[name]).all():
-                raise fail(f"array {name} holds NaN or infinite values")
-        network.load_state(arrays)
-        network.metadata.setdefault("digitnet_version", metadata.get("digitnet_version"))
-        return network
+        return network_from_metadata(metadata, arrays, source)
 
 
-def build_mlp(hidden: Sequence[int] = (128,), *, input_shape: tuple[int, ...] = (1, 28, 28),
-              num_classes: int = 10, rng: np.random.Generator, dtype=np.float32, **kwargs: Any) -> Network:
-    """The seed network and its deeper cousins: Flatten, then (Dense, ReLU) per hidden layer, then Dense.
+def build_mlp(
+    hidden: Sequence[int] = (128,),
+    *,
+    input_shape: tuple[int, ...] = (1, 28, 28),
+    num_classes: int = 10,
+    rng: np.random.Generator,
+    dtype=np.float32,
+    **kwargs: Any,
+) -> Network:
+    """The 784-128-10 network and its deeper cousins: Flatten, then (Dense, ReLU) per hidden layer, then Dense.
 
     ``build_mlp((128,))`` is the 784-128-10 network the project began with.
     """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +27,6 @@ class Dropout(Layer):
         only matters if it is trained further.
     """
 
-    has_training_mode: ClassVar[bool] = True
-
     def __init__(self, rate: float = 0.5, *, rng: np.random.Generator | None = None) -> None:
         super().__init__()
         if not 0 <= rate < 1:
@@ -38,15 +36,17 @@ class Dropout(Layer):
         self.scaled_mask: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        if not training or self.rate == 0:
-            self.scaled_mask = None
+        if not training:
+            return x
+        if self.rate == 0:
+            self.scaled_mask = np.ones((), dtype=x.dtype)
             return x
         keep = self.rng.random(x.shape, dtype=np.float32) >= self.rate
         self.scaled_mask = keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.rate))
         return x * self.scaled_mask
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return grad_out if self.scaled_mask is None else grad_out * self.scaled_mask
+        return grad_out * self.saved(self.scaled_mask)
 
     def summary(self) -> str:
         return f"dropout{self.config()['rate']:g}"
@@ -83,15 +83,14 @@ class BatchNorm(Layer):
     dtype : numpy dtype, optional
     """
 
-    has_training_mode: ClassVar[bool] = True
-
     def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5, *, dtype=np.float32) -> None:
         super().__init__()
         self.channels, self.momentum, self.eps = channels, float(momentum), float(eps)
         self.params = {"gamma": np.ones(channels, dtype=dtype), "beta": np.zeros(channels, dtype=dtype)}
         self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
-        self.buffers = {"running_mean": np.zeros(channels, dtype=dtype),
-                        "running_var": np.ones(channels, dtype=dtype)}
+        self.buffers = {"running_mean": np.zeros(channels, dtype=dtype), "running_var": np.ones(channels, dtype=dtype)}
+        self.x_hat: np.ndarray | None = None
+        self.inv_std: np.ndarray | None = None
 
     @staticmethod
     def _reduce_axes_and_shape(x: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -110,8 +109,8 @@ class BatchNorm(Layer):
         mean = x.mean(axis=axes, keepdims=True)
         centred = x - mean
         var = np.mean(centred * centred, axis=axes, keepdims=True)
-        self.inv_std = 1 / np.sqrt(var + self.eps)
-        self.x_hat = centred * self.inv_std
+        inv_std = 1 / np.sqrt(var + self.eps)
+        self.x_hat, self.inv_std = centred * inv_std, inv_std
         count = x.size // self.channels
         self.buffers["running_mean"] *= 1 - self.momentum
         self.buffers["running_mean"] += self.momentum * mean.reshape(-1)
@@ -120,12 +119,12 @@ class BatchNorm(Layer):
         return self.x_hat * gamma + beta
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        x_hat, inv_std = self.saved(self.x_hat), self.saved(self.inv_std)
         axes, channel_shape = self._reduce_axes_and_shape(grad_out)
-        np.sum(grad_out * self.x_hat, axis=axes, out=self.grads["gamma"])
+        np.sum(grad_out * x_hat, axis=axes, out=self.grads["gamma"])
         np.sum(grad_out, axis=axes, out=self.grads["beta"])
         d = grad_out * self.params["gamma"].reshape(channel_shape)
-        return (d - d.mean(axis=axes, keepdims=True)
-                - self.x_hat * (d * self.x_hat).mean(axis=axes, keepdims=True)) * self.inv_std
+        return (d - d.mean(axis=axes, keepdims=True) - x_hat * (d * x_hat).mean(axis=axes, keepdims=True)) * inv_std
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return input_shape
