@@ -149,21 +149,26 @@ def read_files(paths: list[Path]) -> tuple[np.ndarray, list[int], dict[int, str]
 
 
 def score(network: Network, digits: np.ndarray, read: list[int], labels: np.ndarray) -> dict:
-    """Accuracy (refusals count as wrong), per-class accuracy, and the refusal rate."""
+    """Accuracy (refusals count as wrong), per-class accuracy, and the refusal rate.
+
+    ``digits`` are the 28x28 digits of the files in ``read``; a model for another size gets them
+    shrunk by area averaging, exactly as ``preprocess_for_model`` does.
+    """
     predicted = np.full(len(labels), -1)
-    if len(read):
-        shape = (len(digits), *network.input_shape)
+    if read:
+        shape = tuple(network.input_shape)
+        side = math.isqrt(math.prod(shape[-2:]) if len(shape) >= 2 else shape[0])
         x = digits
-        if network.input_shape[-2:] != (28, 28) and int(np.prod(network.input_shape)) != 784:
-            side = int(math.isqrt(int(np.prod(network.input_shape[-2:]))))
+        if side != 28:
             x = np.array([np.asarray(Image.fromarray(d).resize((side, side), Image.Resampling.BOX)) for d in digits])
-            shape = (len(digits), *network.input_shape)
-        predicted[read] = network.predict(x.reshape(shape))
+        channels = math.prod(shape) // (side * side)
+        x = np.repeat(x[:, np.newaxis], channels, axis=1).reshape(len(x), *shape)
+        predicted[read] = network.predict(x)
     correct = predicted == labels
     return {
-        "n": int(len(labels)),
-        "accuracy": float(correct.mean()) if len(labels) else float("nan"),
-        "refused": float((predicted == -1).mean()) if len(labels) else 0.0,
+        "n": len(labels),
+        "accuracy": float(correct.mean()),
+        "refused": float((predicted == -1).mean()),
         "per_class": {int(c): float(correct[labels == c].mean()) for c in np.unique(labels)},
     }
 
@@ -178,6 +183,7 @@ def write_all(folder: Path, stem: str, blobs: list[bytes], suffix: str) -> list[
 
 
 def drawings(folder: Path) -> tuple[list[Path], np.ndarray]:
+    """The image files in ``folder`` named ``<digit>_anything`` (or ``<digit>-anything``)."""
     paths, labels = [], []
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in SUFFIXES and path.name[:1].isdigit() and path.name[1:2] in "_-":
@@ -190,8 +196,9 @@ def drawings(folder: Path) -> tuple[list[Path], np.ndarray]:
 
 
 def table(results: dict, models: list[str], sets: list[str]) -> str:
+    """Accuracy per set and model (refusals, counted as wrong, in brackets), then per class."""
     lines = []
-    head = f"{'set':<14}{'n':>7}" + "".join(f"{Path(m).name[:22]:>24}" for m in models)
+    head = f"{'set':<14}{'n':>7}{'ms/image':>10}" + "".join(f"{Path(m).name[:24]:>26}" for m in models)
     lines.append(head)
     lines.append("-" * len(head))
     for name in sets:
@@ -199,16 +206,17 @@ def table(results: dict, models: list[str], sets: list[str]) -> str:
         cells = []
         for model in models:
             entry = row["models"][model]
-            refused = f" ({entry['refused']:.1%} ref.)" if entry["refused"] else ""
+            refused = f" ({entry['refused']:.1%} refused)" if entry["refused"] else ""
             cells.append(f"{entry['accuracy']:.1%}{refused}")
-        lines.append(f"{name:<14}{row['n']:>7}" + "".join(f"{c:>24}" for c in cells))
+        speed = f"{row['ms_per_image']:.1f}" if "ms_per_image" in row else "-"
+        lines.append(f"{name:<14}{row['n']:>7}{speed:>10}" + "".join(f"{c:>26}" for c in cells))
     lines.append("")
-    lines.append("per-class accuracy (digit: " + " ".join(str(d) for d in range(10)) + ")")
+    lines.append("per-class accuracy, %      digit:  " + " ".join(f"{d:>3}" for d in range(10)))
     for name in sets:
         for model in models:
             per = results["sets"][name]["models"][model]["per_class"]
-            cells = " ".join(f"{100 * per.get(d, float('nan')):3.0f}" if d in per else "  -" for d in range(10))
-            lines.append(f"  {name:<13} {Path(model).name[:22]:<22} {cells}")
+            cells = " ".join(f"{100 * per[d]:3.0f}" if d in per else "  -" for d in range(10))
+            lines.append(f"  {name:<13} {Path(model).name[:20]:<20}  {cells}")
     return "\n".join(lines)
 
 
@@ -252,10 +260,12 @@ def main(argv: list[str] | None = None) -> int:
                 (args.save_photos / f"{label}_{path.name}").write_bytes(path.read_bytes())
         if args.drawings:
             files["drawings"] = drawings(args.drawings)
+            if not files["drawings"][0]:
+                parser.error(f"{args.drawings} holds no image named like 3_anything.png")
             sets.append("drawings")
 
         results["sets"]["mnist"] = {
-            "n": int(len(mnist_y)),
+            "n": len(mnist_y),
             "models": {
                 model: score(network, mnist_x.astype(np.float32) / 255, list(range(len(mnist_y))), mnist_y)
                 for model, network in networks.items()
@@ -264,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (paths, labels) in files.items():
             read_digits, read, refused, seconds = read_files(paths)
             results["sets"][name] = {
-                "n": int(len(labels)),
+                "n": len(labels),
                 "ms_per_image": 1000 * seconds / max(1, len(paths)),
                 "refusals": {paths[i].name: message for i, message in list(refused.items())[:20]},
                 "models": {model: score(network, read_digits, read, labels) for model, network in networks.items()},
@@ -276,6 +286,13 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     print(table(results, args.models, sets))
+    print()
+    refusals = results["sets"]["mnist-png"]["models"][args.models[0]]["refused"]
+    print(
+        f"false refusals: {refusals:.2%} of the MNIST test digits as PNG, "
+        f"{results['sets']['digits-clean']['models'][args.models[0]]['refused']:.2%} of the "
+        "clean scikit-learn digits"
+    )
     for model in args.models:
         clean = results["sets"]["digits-clean"]["models"][model]["accuracy"]
         photo = results["sets"]["digits-photo"]["models"][model]["accuracy"]

@@ -135,7 +135,7 @@ def _photograph(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     left, top = int(rng.integers(10, width - side - 10)), int(rng.integers(10, height - side - 10))
     ink = np.zeros((height, width), np.float32)
     big = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
-    ink[top:top + side, left:left + side] = np.clip(np.asarray(big, np.float32) / 255, 0, 1)
+    ink[top : top + side, left : left + side] = np.clip(np.asarray(big, np.float32) / 255, 0, 1)
     paper = np.array([(225, 222, 215), (235, 228, 200), (205, 208, 212)][rng.integers(3)], np.float32)
     pen = np.array([(30, 45, 150), (35, 35, 40)][rng.integers(2)], np.float32)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -144,19 +144,23 @@ def _photograph(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     image = Image.fromarray(np.clip(page, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.7))
     pixels = np.asarray(image, np.float32) + rng.normal(0, 4, (height, width, 3))
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=int(rng.integers(60, 86)))
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+        buffer, format="JPEG", quality=int(rng.integers(60, 86))
+    )
     return buffer.getvalue()
 
 
 def test_mnist_digits_photographed_on_paper_under_uneven_light_are_read_nearly_as_well_as_the_originals(
-        client, mnist, mnist_model_path):
+    client, mnist, mnist_model_path
+):
     count = 120
     rng = np.random.default_rng(8)
     index = rng.choice(len(mnist.test_labels), count, replace=False)
     digits, labels = mnist.test_images[index], mnist.test_labels[index]
     original_accuracy = float(np.mean(Network.load(mnist_model_path).predict(digits) == labels))
-    predicted = np.array([read(client, files={"image": ("photo.jpg", _photograph(d, rng), "image/jpeg")})
-                          for d in digits])
+    predicted = np.array(
+        [read(client, files={"image": ("photo.jpg", _photograph(d, rng), "image/jpeg")}) for d in digits]
+    )
     accuracy = float(np.mean(predicted == labels))
     print(f"accuracy on {count} test digits: as is {original_accuracy:.1%}, photographed {accuracy:.1%}")
     assert accuracy >= original_accuracy - 0.04
