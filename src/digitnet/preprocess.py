@@ -668,7 +668,7 @@ def _levels(contrast: np.ndarray) -> tuple[float, float, float]:
 
 def _sample(array: np.ndarray, size: int = 65_536) -> np.ndarray:
     """Every n-th row and column of ``array``, n chosen to leave at most about ``size`` pixels."""
-    step = max(1, math.isqrt(array.size // size))
+    step = max(1, math.ceil(math.sqrt(array.size / size)))
     return array[::step, ::step]
 
 
