@@ -25,6 +25,8 @@ For each model file it reports accuracy, per-class accuracy and the share of ima
 
 The target of the "read people's digits" issue: on (d) each model within 2 points of its score on
 (c). ``--save-photos DIR`` writes the generated photos so that you can look at them.
+``--time-photo`` instead times reading one 12-megapixel (4000x3000) JPEG photo of a digit:
+decoding alone, and ``preprocess_file`` with decoding included (median of 11 runs).
 """
 
 from __future__ import annotations
@@ -131,6 +133,59 @@ def mnist_png(digit: np.ndarray) -> bytes:
     return encode(Image.fromarray(digit), "PNG")
 
 
+def phone_photo(values: np.ndarray, seed: int = PHOTO_SEED) -> bytes:
+    """A 12-megapixel (4000x3000) phone photo of the digit: the same kind of page, JPEG quality 90."""
+    rng = np.random.default_rng(seed)
+    width, height, side = 4000, 3000, 1200
+    ink = Image.fromarray((digit_ink(values, side, margin=1) * 255).astype(np.uint8))
+    page = Image.new("RGB", (width, height), (230, 224, 208))
+    page.paste((30, 45, 140), (1500, 900), mask=ink)
+    # Uneven light: darker to the right and towards the bottom (multiplied in, 8-bit throughout).
+    ramp = np.linspace(1.0, 0.7, width, dtype=np.float32)[None, :] * np.linspace(1.0, 0.85, height)[:, None]
+    light = Image.fromarray((ramp * 255).astype(np.uint8)).convert("RGB")
+    page = Image.fromarray(
+        (np.asarray(page, dtype=np.uint16) * np.asarray(light, dtype=np.uint16) // 255).astype(np.uint8)
+    )
+    noise = rng.integers(-4, 5, (height // 4, width // 4, 3), dtype=np.int16)
+    grain = Image.fromarray((noise + 128).astype(np.uint8)).resize((width, height))
+    page = Image.fromarray(
+        np.clip(np.asarray(page, np.int16) + np.asarray(grain, np.int16) - 128, 0, 255).astype(np.uint8)
+    )
+    return encode(page, "JPEG", quality=90)
+
+
+def time_phone_photo(runs: int = 11) -> dict:
+    """Median and fastest time to read a 12-megapixel JPEG: decoding alone, and preprocess_file."""
+    from PIL import ImageOps
+    from sklearn.datasets import load_digits
+
+    from digitnet.preprocess import WORK_SIDE
+
+    digits = load_digits()
+    data = phone_photo(digits.images[7])
+
+    def decode() -> None:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        scale = 8
+        while scale > 1 and max(width, height) // scale < WORK_SIDE // 2:
+            scale //= 2
+        image.draft(None, (width // scale, height // scale))
+        image = ImageOps.exif_transpose(image.convert("RGB"))
+        np.asarray(image, dtype=np.float32)
+
+    timings = {}
+    for name, run in (("decode only", decode), ("preprocess_file (decode included)", lambda: preprocess_file(data))):
+        run()  # warm up
+        seconds = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            run()
+            seconds.append(time.perf_counter() - start)
+        timings[name] = {"median_ms": 1000 * float(np.median(seconds)), "min_ms": 1000 * min(seconds)}
+    return timings
+
+
 # --- reading them --------------------------------------------------------------------------------
 
 
@@ -222,12 +277,25 @@ def table(results: dict, models: list[str], sets: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", required=True, help="model files (.npz)")
+    parser.add_argument("--models", nargs="+", help="model files (.npz)")
     parser.add_argument("--drawings", type=Path, help="folder of <digit>_name.png drawings")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--save-photos", type=Path, help="also save the photo-like images here")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images of each set (quick runs)")
+    parser.add_argument(
+        "--time-photo", action="store_true", help="only time reading a 12-megapixel phone photo (median of 11 runs)"
+    )
     args = parser.parse_args(argv)
+
+    if args.time_photo:
+        for name, figures in time_phone_photo().items():
+            print(
+                f"12-megapixel JPEG (4000x3000), {name}: median {figures['median_ms']:.0f} ms, "
+                f"fastest {figures['min_ms']:.0f} ms over 11 runs"
+            )
+        return 0
+    if not args.models:
+        parser.error("give --models (or --time-photo)")
 
     from sklearn.datasets import load_digits
 
