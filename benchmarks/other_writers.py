@@ -25,6 +25,8 @@ For each model file it reports accuracy, per-class accuracy and the share of ima
 
 The target of the "read people's digits" issue: on (d) each model within 2 points of its score on
 (c). ``--save-photos DIR`` writes the generated photos so that you can look at them.
+``--time-photo`` instead times reading one 12-megapixel (4000x3000) JPEG photo of a digit:
+decoding alone, and ``preprocess_file`` with decoding included (median of 11 runs).
 """
 
 from __future__ import annotations
@@ -131,6 +133,59 @@ def mnist_png(digit: np.ndarray) -> bytes:
     return encode(Image.fromarray(digit), "PNG")
 
 
+def phone_photo(values: np.ndarray, seed: int = PHOTO_SEED) -> bytes:
+    """A 12-megapixel (4000x3000) phone photo of the digit: the same kind of page, JPEG quality 90."""
+    rng = np.random.default_rng(seed)
+    width, height, side = 4000, 3000, 1200
+    ink = Image.fromarray((digit_ink(values, side, margin=1) * 255).astype(np.uint8))
+    page = Image.new("RGB", (width, height), (230, 224, 208))
+    page.paste((30, 45, 140), (1500, 900), mask=ink)
+    # Uneven light: darker to the right and towards the bottom (multiplied in, 8-bit throughout).
+    ramp = np.linspace(1.0, 0.7, width, dtype=np.float32)[None, :] * np.linspace(1.0, 0.85, height)[:, None]
+    light = Image.fromarray((ramp * 255).astype(np.uint8)).convert("RGB")
+    page = Image.fromarray(
+        (np.asarray(page, dtype=np.uint16) * np.asarray(light, dtype=np.uint16) // 255).astype(np.uint8)
+    )
+    noise = rng.integers(-4, 5, (height // 4, width // 4, 3), dtype=np.int16)
+    grain = Image.fromarray((noise + 128).astype(np.uint8)).resize((width, height))
+    page = Image.fromarray(
+        np.clip(np.asarray(page, np.int16) + np.asarray(grain, np.int16) - 128, 0, 255).astype(np.uint8)
+    )
+    return encode(page, "JPEG", quality=90)
+
+
+def time_phone_photo(runs: int = 11) -> dict:
+    """Median and fastest time to read a 12-megapixel JPEG: decoding alone, and preprocess_file."""
+    from PIL import ImageOps
+    from sklearn.datasets import load_digits
+
+    from digitnet.preprocess import WORK_SIDE
+
+    digits = load_digits()
+    data = phone_photo(digits.images[7])
+
+    def decode() -> None:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        scale = 8
+        while scale > 1 and max(width, height) // scale < WORK_SIDE // 2:
+            scale //= 2
+        image.draft(None, (width // scale, height // scale))
+        image = ImageOps.exif_transpose(image.convert("RGB"))
+        np.asarray(image, dtype=np.float32)
+
+    timings = {}
+    for name, run in (("decode only", decode), ("preprocess_file (decode included)", lambda: preprocess_file(data))):
+        run()  # warm up
+        seconds = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            run()
+            seconds.append(time.perf_counter() - start)
+        timings[name] = {"median_ms": 1000 * float(np.median(seconds)), "min_ms": 1000 * min(seconds)}
+    return timings
+
+
 # --- reading them --------------------------------------------------------------------------------
 
 
@@ -149,21 +204,26 @@ def read_files(paths: list[Path]) -> tuple[np.ndarray, list[int], dict[int, str]
 
 
 def score(network: Network, digits: np.ndarray, read: list[int], labels: np.ndarray) -> dict:
-    """Accuracy (refusals count as wrong), per-class accuracy, and the refusal rate."""
+    """Accuracy (refusals count as wrong), per-class accuracy, and the refusal rate.
+
+    ``digits`` are the 28x28 digits of the files in ``read``; a model for another size gets them
+    shrunk by area averaging, exactly as ``preprocess_for_model`` does.
+    """
     predicted = np.full(len(labels), -1)
-    if len(read):
-        shape = (len(digits), *network.input_shape)
+    if read:
+        shape = tuple(network.input_shape)
+        side = math.isqrt(math.prod(shape[-2:]) if len(shape) >= 2 else shape[0])
         x = digits
-        if network.input_shape[-2:] != (28, 28) and int(np.prod(network.input_shape)) != 784:
-            side = int(math.isqrt(int(np.prod(network.input_shape[-2:]))))
+        if side != 28:
             x = np.array([np.asarray(Image.fromarray(d).resize((side, side), Image.Resampling.BOX)) for d in digits])
-            shape = (len(digits), *network.input_shape)
-        predicted[read] = network.predict(x.reshape(shape))
+        channels = math.prod(shape) // (side * side)
+        x = np.repeat(x[:, np.newaxis], channels, axis=1).reshape(len(x), *shape)
+        predicted[read] = network.predict(x)
     correct = predicted == labels
     return {
-        "n": int(len(labels)),
-        "accuracy": float(correct.mean()) if len(labels) else float("nan"),
-        "refused": float((predicted == -1).mean()) if len(labels) else 0.0,
+        "n": len(labels),
+        "accuracy": float(correct.mean()),
+        "refused": float((predicted == -1).mean()),
         "per_class": {int(c): float(correct[labels == c].mean()) for c in np.unique(labels)},
     }
 
@@ -178,6 +238,7 @@ def write_all(folder: Path, stem: str, blobs: list[bytes], suffix: str) -> list[
 
 
 def drawings(folder: Path) -> tuple[list[Path], np.ndarray]:
+    """The image files in ``folder`` named ``<digit>_anything`` (or ``<digit>-anything``)."""
     paths, labels = [], []
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in SUFFIXES and path.name[:1].isdigit() and path.name[1:2] in "_-":
@@ -190,8 +251,9 @@ def drawings(folder: Path) -> tuple[list[Path], np.ndarray]:
 
 
 def table(results: dict, models: list[str], sets: list[str]) -> str:
+    """Accuracy per set and model (refusals, counted as wrong, in brackets), then per class."""
     lines = []
-    head = f"{'set':<14}{'n':>7}" + "".join(f"{Path(m).name[:22]:>24}" for m in models)
+    head = f"{'set':<14}{'n':>7}{'ms/image':>10}" + "".join(f"{Path(m).name[:24]:>26}" for m in models)
     lines.append(head)
     lines.append("-" * len(head))
     for name in sets:
@@ -199,27 +261,41 @@ def table(results: dict, models: list[str], sets: list[str]) -> str:
         cells = []
         for model in models:
             entry = row["models"][model]
-            refused = f" ({entry['refused']:.1%} ref.)" if entry["refused"] else ""
+            refused = f" ({entry['refused']:.1%} refused)" if entry["refused"] else ""
             cells.append(f"{entry['accuracy']:.1%}{refused}")
-        lines.append(f"{name:<14}{row['n']:>7}" + "".join(f"{c:>24}" for c in cells))
+        speed = f"{row['ms_per_image']:.1f}" if "ms_per_image" in row else "-"
+        lines.append(f"{name:<14}{row['n']:>7}{speed:>10}" + "".join(f"{c:>26}" for c in cells))
     lines.append("")
-    lines.append("per-class accuracy (digit: " + " ".join(str(d) for d in range(10)) + ")")
+    lines.append("per-class accuracy, %      digit:  " + " ".join(f"{d:>3}" for d in range(10)))
     for name in sets:
         for model in models:
             per = results["sets"][name]["models"][model]["per_class"]
-            cells = " ".join(f"{100 * per.get(d, float('nan')):3.0f}" if d in per else "  -" for d in range(10))
-            lines.append(f"  {name:<13} {Path(model).name[:22]:<22} {cells}")
+            cells = " ".join(f"{100 * per[d]:3.0f}" if d in per else "  -" for d in range(10))
+            lines.append(f"  {name:<13} {Path(model).name[:20]:<20}  {cells}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", required=True, help="model files (.npz)")
+    parser.add_argument("--models", nargs="+", help="model files (.npz)")
     parser.add_argument("--drawings", type=Path, help="folder of <digit>_name.png drawings")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--save-photos", type=Path, help="also save the photo-like images here")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images of each set (quick runs)")
+    parser.add_argument(
+        "--time-photo", action="store_true", help="only time reading a 12-megapixel phone photo (median of 11 runs)"
+    )
     args = parser.parse_args(argv)
+
+    if args.time_photo:
+        for name, figures in time_phone_photo().items():
+            print(
+                f"12-megapixel JPEG (4000x3000), {name}: median {figures['median_ms']:.0f} ms, "
+                f"fastest {figures['min_ms']:.0f} ms over 11 runs"
+            )
+        return 0
+    if not args.models:
+        parser.error("give --models (or --time-photo)")
 
     from sklearn.datasets import load_digits
 
@@ -252,10 +328,12 @@ def main(argv: list[str] | None = None) -> int:
                 (args.save_photos / f"{label}_{path.name}").write_bytes(path.read_bytes())
         if args.drawings:
             files["drawings"] = drawings(args.drawings)
+            if not files["drawings"][0]:
+                parser.error(f"{args.drawings} holds no image named like 3_anything.png")
             sets.append("drawings")
 
         results["sets"]["mnist"] = {
-            "n": int(len(mnist_y)),
+            "n": len(mnist_y),
             "models": {
                 model: score(network, mnist_x.astype(np.float32) / 255, list(range(len(mnist_y))), mnist_y)
                 for model, network in networks.items()
@@ -264,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (paths, labels) in files.items():
             read_digits, read, refused, seconds = read_files(paths)
             results["sets"][name] = {
-                "n": int(len(labels)),
+                "n": len(labels),
                 "ms_per_image": 1000 * seconds / max(1, len(paths)),
                 "refusals": {paths[i].name: message for i, message in list(refused.items())[:20]},
                 "models": {model: score(network, read_digits, read, labels) for model, network in networks.items()},
@@ -276,6 +354,13 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     print(table(results, args.models, sets))
+    print()
+    refusals = results["sets"]["mnist-png"]["models"][args.models[0]]["refused"]
+    print(
+        f"false refusals: {refusals:.2%} of the MNIST test digits as PNG, "
+        f"{results['sets']['digits-clean']['models'][args.models[0]]['refused']:.2%} of the "
+        "clean scikit-learn digits"
+    )
     for model in args.models:
         clean = results["sets"]["digits-clean"]["models"][model]["accuracy"]
         photo = results["sets"]["digits-photo"]["models"][model]["accuracy"]

@@ -125,3 +125,42 @@ def test_mnist_digits_redrawn_off_centre_small_large_thick_or_thin_are_read_as_w
         report[name] = accuracy
         assert accuracy >= original_accuracy - allowed_loss, (name, accuracy, original_accuracy, report)
     print("accuracy on", count, "test digits:", {name: f"{value:.1%}" for name, value in report.items()})
+
+
+def _photograph(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """An MNIST digit written large on tinted paper and photographed: uneven light, a shadow across
+    one corner, blue or black pen, sensor noise, a little blur, dust, JPEG."""
+    side = int(rng.integers(90, 150))
+    width, height = int(side * rng.uniform(1.8, 2.6)), int(side * rng.uniform(1.6, 2.2))
+    left, top = int(rng.integers(10, width - side - 10)), int(rng.integers(10, height - side - 10))
+    ink = np.zeros((height, width), np.float32)
+    big = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
+    ink[top : top + side, left : left + side] = np.clip(np.asarray(big, np.float32) / 255, 0, 1)
+    paper = np.array([(225, 222, 215), (235, 228, 200), (205, 208, 212)][rng.integers(3)], np.float32)
+    pen = np.array([(30, 45, 150), (35, 35, 40)][rng.integers(2)], np.float32)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    light = (1 - 0.3 * x / width - 0.2 * y / height) * (1 - 0.3 / (1 + np.exp((x + y - 0.4 * (width + height)) / 10)))
+    page = (paper * (1 - ink[..., None]) + pen * ink[..., None]) * light[..., None]
+    image = Image.fromarray(np.clip(page, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.7))
+    pixels = np.asarray(image, np.float32) + rng.normal(0, 4, (height, width, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+        buffer, format="JPEG", quality=int(rng.integers(60, 86))
+    )
+    return buffer.getvalue()
+
+
+def test_mnist_digits_photographed_on_paper_under_uneven_light_are_read_nearly_as_well_as_the_originals(
+    client, mnist, mnist_model_path
+):
+    count = 120
+    rng = np.random.default_rng(8)
+    index = rng.choice(len(mnist.test_labels), count, replace=False)
+    digits, labels = mnist.test_images[index], mnist.test_labels[index]
+    original_accuracy = float(np.mean(Network.load(mnist_model_path).predict(digits) == labels))
+    predicted = np.array(
+        [read(client, files={"image": ("photo.jpg", _photograph(d, rng), "image/jpeg")}) for d in digits]
+    )
+    accuracy = float(np.mean(predicted == labels))
+    print(f"accuracy on {count} test digits: as is {original_accuracy:.1%}, photographed {accuracy:.1%}")
+    assert accuracy >= original_accuracy - 0.04

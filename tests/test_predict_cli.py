@@ -107,7 +107,7 @@ class NaNNetwork:
     """A stand-in model whose probabilities are NaN, as a damaged weight file would give."""
 
     input_shape = (1, 28, 28)
-    class_names = list("0123456789")
+    class_names = tuple("0123456789")
 
     def predict_proba(self, x):
         return np.full((len(x), 10), np.nan)

@@ -75,7 +75,7 @@ CONTRAST_PERCENTILE = 95
 #: to 100 pixels tall: plenty for a 20x20 box.
 WORK_SIDE = 1000
 
-# --- the paper and its lighting (see _background) ---
+# --- the paper and its lighting (see _ink_contrast) ---
 _SMALL_SIDE = 64  # the background is estimated on a copy at most this large
 _MEDIUM_SIDE = 256  # the ink's side, colour and place are first found on a copy at most this large
 _BACKGROUND_WINDOW = 0.5  # window of the first grey closing/opening: this much of the shorter side
@@ -148,21 +148,28 @@ def load_image(path_or_file: ImageSource) -> np.ndarray:
     1. Decode: any mode, transparency composited onto the paper, EXIF rotation applied. Images
        larger than :data:`WORK_SIDE` on their longer side are reduced by a whole factor (JPEGs while
        decoding).
-    2. Paper and light: the paper's colour is estimated everywhere, so uneven light, shadows larger
-       than the digit, and grey or coloured paper all become an even background. It is a grey
-       closing (dark ink) or opening (light ink), whichever leaves less ink, of a small copy of the
-       image, with a window half its shorter side: wider than any stroke, so strokes vanish from it,
-       while gradients, vignettes and broad shadows are kept exactly. Each channel's ink is its
-       contrast with the paper, relative to the paper's level; the channels are combined along the
-       colour direction the ink takes, so blue pen on cream paper, red on blue, pencil on grey and
-       white chalk on black all become high ink on a zero background.
-    3. Threshold: paper noise is measured (median absolute deviation); ink fainter than 3 noise
-       deviations is paper. A mark must hold pixels above a threshold chosen by Otsu's method. Grey
-       levels above the noise are kept, so anti-aliased edges stay soft as in MNIST.
-    4. Marks: connected marks are found (8-connectivity). Marks along a quarter of the image's side
-       (the page's edge, the desk, a shadow) are dropped when another mark remains; small marks far
-       from the largest one are dust and specks. Marks near the digit are kept: they are its
-       broken strokes.
+    2. Which way the ink goes, per colour channel: darker or lighter than the paper. Ink is the
+       minority of the page and lies far to one side of the paper, so the skewness of the pixels
+       about the paper's level (fitted to the image's border, light and vignette included) and
+       about their neighbourhood tells (:func:`_ink_sides`).
+    3. Paper and light: the paper's level is estimated at every pixel, so uneven light, shadows,
+       vignettes and grey or coloured paper all become an even background. First a grey closing
+       (dark ink; an opening for light ink) of a 64-pixel copy with a window half its shorter side,
+       wider than any stroke; then, once the strokes' width is known, a closing a few strokes
+       wide (a shadow wider than that is paper), held down to the paper actually seen around each
+       pixel (:func:`_ink_contrast`). Each channel's ink is its contrast with the paper, relative
+       to the paper's level (so that light cancels out); the channels are combined along the
+       colour the ink takes, so blue pen on cream paper, red on blue, pencil on grey and white
+       chalk on black all become high ink on a zero background.
+    4. Threshold (:func:`_page_ink`): the paper's noise is measured on the pixels on the paper's
+       side of its level; ink fainter than 3 noise deviations is paper. Marks are outlined at half
+       a threshold chosen by Otsu's method and must reach it; their soft edges (grey levels down
+       to the noise) are kept, so anti-aliased strokes stay soft as in MNIST.
+    5. Marks (:func:`_digit_marks`): connected marks are found (8-connectivity). Solid or long
+       thin marks along the image's border (the page's edge, the desk, a shadow) and ruled lines
+       across the page are dropped; small marks far from the digit are dust and specks; marks
+       near it are kept: they are its broken strokes. A page with no digit-like mark (noise, specks,
+       many marks like text) and a digit running off one edge (:func:`_check_whole`) are refused.
 
     Parameters
     ----------
@@ -661,7 +668,7 @@ def _levels(contrast: np.ndarray) -> tuple[float, float, float]:
 
 def _sample(array: np.ndarray, size: int = 65_536) -> np.ndarray:
     """Every n-th row and column of ``array``, n chosen to leave at most about ``size`` pixels."""
-    step = max(1, math.isqrt(array.size // size))
+    step = max(1, math.ceil(math.sqrt(array.size / size)))
     return array[::step, ::step]
 
 
