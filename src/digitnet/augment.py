@@ -75,6 +75,9 @@ class Strength:
         Probability that an image is scanned at a low resolution.
     blur : float
         Largest Gaussian blur, in pixels (standard deviation).
+    conventions : float
+        Share of the training 1s and 7s rewritten once, before training, as many writers outside
+        MNIST write them (a long-flagged 1, a crossed 7: :mod:`digitnet.conventions`).
     """
 
     shift: float = 0.0
@@ -89,6 +92,7 @@ class Strength:
     low_res: tuple[int, ...] = ()
     low_res_chance: float = 0.0
     blur: float = 0.0
+    conventions: float = 0.0
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
@@ -108,7 +112,8 @@ STRENGTHS: dict[str, Strength] = {
     "light": Strength(shift=2.0, rotation=8.0, scale=0.08, shear=0.1, interpolation="nearest"),
     "medium": Strength(shift=2.5, rotation=12.0, scale=0.12, shear=0.2, elastic=1.0),
     "strong": Strength(shift=3.0, rotation=15.0, scale=0.15, shear=0.3, elastic=1.5),
-    # Other writers, pens and scanners: slant, width, stroke weight, coarse scans, blur.
+    # Other writers, pens and scanners: slant, width, stroke weight, coarse scans, blur, and a third
+    # of the 1s and 7s written in other conventions (a share chosen a priori, not tuned).
     "reader": Strength(
         shift=2.0,
         rotation=10.0,
@@ -120,6 +125,7 @@ STRENGTHS: dict[str, Strength] = {
         low_res=(7, 14),
         low_res_chance=0.25,
         blur=0.8,
+        conventions=1 / 3,
     ),
 }
 

@@ -16,6 +16,7 @@ the batches. The same configuration therefore gives the same network, bit for bi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .augment import STRENGTHS, make_augmenter
+from .conventions import rewrite
 from .data import Dataset, load_dataset
 from .metrics import accuracy
 from .nn import Network
@@ -164,6 +166,7 @@ def run(config: ExperimentConfig, data: Dataset | None = None, *, reporter: Repo
     train_config = config.train_config()
     rng = np.random.default_rng(config.seed)
     train_index, val_index = split_validation(len(data.train_labels), validation_size(config, data), rng)
+    data = with_conventions(config, data, train_index, rng)
     network = build_for(config, data, train_index, rng)
     split = prepare_split(network, data, train_index, val_index)
     # Empty (black) pixels in the network's normalised units, for the area shifted into view.
@@ -208,6 +211,22 @@ def validation_size(config: ExperimentConfig, data: Dataset) -> int:
     if not 0 <= size < len(data.train_labels):
         raise ValueError(f"the validation size must be smaller than the {len(data.train_labels)} training images")
     return size
+
+
+def with_conventions(
+    config: ExperimentConfig, data: Dataset, train_index: np.ndarray, rng: np.random.Generator
+) -> Dataset:
+    """``data`` with a share of its training part's 1s and 7s rewritten in other writing conventions,
+    when the augmentation asks for it (:mod:`digitnet.conventions`); the validation part and the
+    test set are never touched. Draws from ``rng`` only when it rewrites."""
+    strength = STRENGTHS.get(config.augment_strength or "")
+    if strength is None or not strength.conventions:
+        return data
+    images = np.array(data.train_images)
+    images[train_index] = rewrite(
+        images[train_index], data.train_labels[train_index], data.class_names, strength.conventions, rng
+    )
+    return dataclasses.replace(data, train_images=images)
 
 
 def build_for(config: ExperimentConfig, data: Dataset, train_index: np.ndarray, rng: np.random.Generator) -> Network:
