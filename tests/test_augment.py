@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -124,10 +126,12 @@ def test_affine_only_strengths_sample_nearest_and_elastic_ones_bilinear():
 
 @pytest.mark.parametrize("name", sorted(STRENGTHS))
 def test_augmented_pixels_stay_within_the_input_range(name, rng):
-    """Bilinear interpolation mixes existing values and nearest copies them: neither overshoots."""
+    """Bilinear interpolation mixes existing values and nearest copies them: neither overshoots;
+    noise is clipped to the range from no ink to full ink."""
     batch = rng.uniform(0, 1, (16, 1, 28, 28)).astype(np.float32)
-    out = Augmenter(name, background=0.0)(batch, rng)
-    assert out.min() >= 0 and out.max() <= batch.max() + 1e-6
+    batch[:, :, 0, 0] = 1.0  # full ink is in the batch
+    out = Augmenter(name, background=0.0, full_ink=1.0)(batch, rng)
+    assert out.min() >= 0 and out.max() <= 1.0 + 1e-6
 
 
 def test_elastic_fields_are_smooth_with_the_requested_size(rng):
@@ -256,11 +260,24 @@ def test_the_reader_strength_changes_stroke_weight_in_both_directions():
 
 
 def test_pen_and_scanner_keep_shape_dtype_and_a_blank_background():
-    augment = Augmenter("reader", background=BACKGROUND)
+    noiseless = dataclasses.replace(STRENGTHS["reader"], noise_chance=0.0)
+    augment = Augmenter(noiseless, background=BACKGROUND)
     blank = np.full((16, 1, 28, 28), BACKGROUND, dtype=np.float32)
     out = augment(blank, np.random.default_rng(1))
     assert out.shape == blank.shape and out.dtype == np.float32
     np.testing.assert_allclose(out, BACKGROUND, atol=1e-5)
+
+
+def test_noise_reaches_about_the_chance_asked_and_stays_between_no_ink_and_full_ink():
+    full_ink = 2.8
+    augment = Augmenter(Strength(noise=0.3, noise_chance=0.5), background=BACKGROUND, full_ink=full_ink)
+    blank = np.full((400, 1, 28, 28), BACKGROUND, dtype=np.float32)
+    out = augment(blank, np.random.default_rng(2))
+    noisy = (np.abs(out - BACKGROUND) > 1e-6).any(axis=(1, 2, 3))
+    assert 150 <= noisy.sum() <= 250
+    assert out.min() >= BACKGROUND - 1e-6 and out.max() <= full_ink + 1e-6
+    # At most 0.3 of full ink: the spread of the noisiest image stays below that (before clipping).
+    assert (out[noisy] - BACKGROUND).std(axis=(1, 2, 3)).max() < 0.3 * (full_ink - BACKGROUND)
 
 
 def test_the_older_strengths_do_not_run_the_pen_and_scanner_stage():

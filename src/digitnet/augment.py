@@ -23,8 +23,9 @@ A third, optional stage imitates other pens and other scanners, for a reader mea
 than MNIST's writers: each image may get **thicker or thinner strokes** (grey dilation or erosion,
 scipy.ndimage), be **scanned at a low resolution** (averaged down to ``k x k`` pixels and
 interpolated back up, as a coarse scanner or a small drawing does) and **blurred** (a Gaussian of
-random width). The last two are linear maps per image, ``M @ X @ M.T`` with ``M`` one of a few
-precomputed matrices whose rows sum to one, so a blank background stays blank.
+random width). Those two are linear maps per image, ``M @ X @ M.T`` with ``M`` one of a few
+precomputed matrices whose rows sum to one, so a blank background stays blank. Last, some images
+get **pixel noise** (Gaussian, kept between no ink and full ink), as a grainy sensor or paper adds.
 
 Everything is vectorised over the batch: the sample points of all images form one array, and the
 pixels are fetched with one flat-index gather (``np.take``) per neighbour. The elastic fields are
@@ -75,6 +76,11 @@ class Strength:
         Probability that an image is scanned at a low resolution.
     blur : float
         Largest Gaussian blur, in pixels (standard deviation).
+    noise : float
+        Largest standard deviation of Gaussian pixel noise, as a share of full ink (a noisy sensor,
+        grainy paper); each image gets a level drawn uniformly in ``[0, noise]``.
+    noise_chance : float
+        Probability that an image is made noisy.
     conventions : float
         Share of the training 1s and 7s rewritten once, before training, as many writers outside
         MNIST write them (a long-flagged 1, a crossed 7: :mod:`digitnet.conventions`).
@@ -92,6 +98,8 @@ class Strength:
     low_res: tuple[int, ...] = ()
     low_res_chance: float = 0.0
     blur: float = 0.0
+    noise: float = 0.0
+    noise_chance: float = 0.0
     conventions: float = 0.0
 
     def __post_init__(self) -> None:
@@ -104,7 +112,7 @@ class Strength:
     @property
     def degrades(self) -> bool:
         """Whether the pen-and-scanner stage runs (see the module notes)."""
-        return bool(self.stroke or self.low_res_chance or self.blur)
+        return bool(self.stroke or self.low_res_chance or self.blur or self.noise_chance)
 
 
 #: Named strengths for ``digitnet train --augment NAME``.
@@ -112,7 +120,7 @@ STRENGTHS: dict[str, Strength] = {
     "light": Strength(shift=2.0, rotation=8.0, scale=0.08, shear=0.1, interpolation="nearest"),
     "medium": Strength(shift=2.5, rotation=12.0, scale=0.12, shear=0.2, elastic=1.0),
     "strong": Strength(shift=3.0, rotation=15.0, scale=0.15, shear=0.3, elastic=1.5),
-    # Other writers, pens and scanners: slant, width, stroke weight, coarse scans, blur, and a third
+    # Other writers, pens and scanners: slant, width, stroke weight, coarse scans, blur, noise, and a third
     # of the 1s and 7s written in other conventions (a share chosen a priori, not tuned).
     "reader": Strength(
         shift=2.0,
@@ -125,6 +133,8 @@ STRENGTHS: dict[str, Strength] = {
         low_res=(7, 14),
         low_res_chance=0.25,
         blur=0.8,
+        noise=0.3,
+        noise_chance=0.25,
         conventions=1 / 3,
     ),
 }
@@ -194,6 +204,9 @@ class Augmenter:
     background : float, optional
         Value of an empty (black) pixel in the batch's units: for normalised network inputs,
         ``(0 - mean) / std``.
+    full_ink : float, optional
+        Value of a pixel of full ink in the same units, ``(1 - mean) / std`` (sets the scale of
+        pixel noise).
 
     Examples
     --------
@@ -201,13 +214,14 @@ class Augmenter:
     >>> train(network, x, y, config, rng, augment=augment)                         # doctest: +SKIP
     """
 
-    def __init__(self, strength: Strength | str = "light", background: float = 0.0) -> None:
+    def __init__(self, strength: Strength | str = "light", background: float = 0.0, full_ink: float = 1.0) -> None:
         if isinstance(strength, str):
             if strength not in STRENGTHS:
                 raise ValueError(f"unknown augmentation {strength!r}; choose one of {', '.join(STRENGTHS)}")
             strength = STRENGTHS[strength]
         self.strength = strength
         self.background = float(background)
+        self.full_ink = float(full_ink)
         self._grids: dict[tuple[int, int], np.ndarray] = {}
         self._upsampling: dict[tuple[int, int], np.ndarray] = {}
         self._workspaces: dict[tuple, _Workspace] = {}
@@ -262,7 +276,7 @@ class Augmenter:
         return self.pen_and_scanner(distorted, rng) if self.strength.degrades else distorted
 
     def pen_and_scanner(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Random stroke weight, low-resolution scan and blur per image (see the module notes)."""
+        """Random stroke weight, low-resolution scan, blur and noise per image (see the module notes)."""
         s = self.strength
         n, height, width = batch.shape[0], batch.shape[-2], batch.shape[-1]
         images = batch.reshape(n, -1, height, width)
@@ -276,7 +290,18 @@ class Augmenter:
         if s.low_res_chance or s.blur:
             rows, columns = self._scan_matrices(height, rng, n), self._scan_matrices(width, rng, n)
             images = rows[:, None] @ images @ columns[:, None].transpose(0, 1, 3, 2)
+        if s.noise_chance:
+            images = self._noisy(images, rng)
         return images.reshape(batch.shape).astype(batch.dtype, copy=False)
+
+    def _noisy(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Gaussian noise on a random share of the images, kept between no ink and full ink."""
+        n = len(images)
+        levels = np.where(rng.random(n) < self.strength.noise_chance, rng.uniform(0, self.strength.noise, n), 0.0)
+        scale = (levels * (self.full_ink - self.background)).astype(images.dtype)
+        noise = rng.standard_normal(images.shape, dtype=images.dtype) * scale[:, None, None, None]
+        low, high = sorted((self.background, self.full_ink))
+        return np.clip(images + noise, low, high)
 
     def _scan_matrices(self, size: int, rng: np.random.Generator, n: int) -> np.ndarray:
         """``(n, size, size)``: one random low-resolution-and-blur map per image (identity often)."""
@@ -492,8 +517,8 @@ class _Workspace:
     sampler: NearestSampler | BilinearSampler
 
 
-def make_augmenter(name: str | None, background: float = 0.0) -> Augmenter | None:
+def make_augmenter(name: str | None, background: float = 0.0, full_ink: float = 1.0) -> Augmenter | None:
     """The augmenter for ``digitnet train --augment NAME``; ``None`` or ``"none"`` gives ``None``."""
     if name is None or name == "none":
         return None
-    return Augmenter(name, background)
+    return Augmenter(name, background, full_ink)

@@ -169,8 +169,13 @@ def run(config: ExperimentConfig, data: Dataset | None = None, *, reporter: Repo
     data = with_conventions(config, data, train_index, rng)
     network = build_for(config, data, train_index, rng)
     split = prepare_split(network, data, train_index, val_index)
-    # Empty (black) pixels in the network's normalised units, for the area shifted into view.
-    augmenter = make_augmenter(config.augment_strength, background=(0 - network.mean) / network.std)
+    # Empty (black) and full-ink pixels in the network's normalised units: the area shifted into
+    # view is empty, noise is measured in ink.
+    augmenter = make_augmenter(
+        config.augment_strength,
+        background=(0 - network.mean) / network.std,
+        full_ink=(1 - network.mean) / network.std,
+    )
     with threadpool_limits(limits=config.threads or cpu_count()):
         history = train(
             network,
