@@ -203,8 +203,8 @@ def test_probability_bars_work_without_an_image():
 # -- writing them -----------------------------------------------------------------------------
 
 
-def test_save_model_plots_writes_every_figure(digits_model, digits, tmp_path):
-    written = plots.save_model_plots(digits_model, digits, tmp_path / "out", index=3)
+def test_save_model_plots_writes_every_figure_asked_for(digits_model, digits, tmp_path):
+    written = plots.save_model_plots(digits_model, digits, tmp_path / "out", tuple(plots.FIGURES), index=3)
     assert [path.name for path in written] == list(plots.FIGURES.values())
     for path in written:
         with Image.open(path) as image:
@@ -240,3 +240,16 @@ def test_plots_never_touch_pyplot_or_a_display(tmp_path):
     env = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "MPLBACKEND")}
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "p.png")], check=True, env=env)
     assert (tmp_path / "p.png").is_file()
+
+
+def test_the_robustness_figure_has_a_panel_per_perturbation_and_a_line_per_model():
+    from digitnet.robustness import PERTURBATIONS
+
+    curves = {
+        model: {name: [0.9] * len(family.severities) for name, family in PERTURBATIONS.items()} for model in ("a", "b")
+    }
+    figure = plots.plot_robustness(curves)
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == [family.title for family in PERTURBATIONS.values()]
+    assert all(len(ax.get_lines()) == 2 for ax in panels)
+    np.testing.assert_allclose(panels[0].get_lines()[1].get_ydata(), 90.0)

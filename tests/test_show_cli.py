@@ -13,7 +13,7 @@ from digitnet.cli.predict import predict
 from digitnet.cli.show import show
 from digitnet.data import load_dataset
 from digitnet.nn import build_mlp
-from digitnet.plots import FIGURES
+from digitnet.plots import DEFAULT_FIGURES, FIGURES
 from digitnet.train import TrainConfig, train
 
 
@@ -49,10 +49,11 @@ def run(command, *args):
     return CliRunner().invoke(command, [str(arg) for arg in args], catch_exceptions=False)
 
 
-def test_show_writes_every_figure_by_default(models, tmp_path):
+def test_show_writes_every_figure_but_robustness_by_default(models, tmp_path):
     result = run(show, models / "model.npz", "--out", tmp_path)
     assert result.exit_code == 0, result.output
-    expected = [tmp_path / name for name in FIGURES.values()]
+    assert "robustness" in FIGURES and "robustness" not in DEFAULT_FIGURES
+    expected = [tmp_path / FIGURES[name] for name in DEFAULT_FIGURES]
     assert result.stdout.split() == [str(path) for path in expected]
     for path in expected:
         with Image.open(path) as image:
@@ -161,6 +162,23 @@ def test_every_figure_name_the_readme_lists_is_one_show_draws():
     from digitnet.plots import FIGURES
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    listed = re.search(r"digitnet show MODEL .*--what ([a-z,-]+)\]", readme)
+    listed = re.search(r"digitnet show \[MODEL \.\.\.\] .*--what ([a-z,-]+)\]", readme)
     assert listed, "README.md no longer lists the figures of `digitnet show`"
     assert listed.group(1).split(",") == list(FIGURES)
+
+
+def test_show_compares_several_models_in_one_robustness_figure(models, tmp_path):
+    result = run(show, models / "model.npz", models / "bare.npz", "--what", "robustness", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(tmp_path / "robustness.png")]
+    with Image.open(tmp_path / "robustness.png") as image:
+        assert image.format == "PNG" and np.asarray(image.convert("L")).std() > 15
+
+
+def test_several_models_with_other_figures_are_refused_before_anything_is_drawn(models, tmp_path):
+    result = CliRunner().invoke(
+        show, [str(models / "model.npz"), str(models / "bare.npz"), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 1
+    assert "several models can only be compared in the robustness figure" in result.output
+    assert not (tmp_path / "o").exists()

@@ -1,4 +1,5 @@
-"""Figures of a model and its data: predictions, mistakes, confusion, learning curves, weights.
+"""Figures of a model and its data: predictions, mistakes, confusion, learning curves, weights,
+robustness.
 
 Every ``plot_*`` function takes plain arrays (so the notebook's hand-built network can use them as
 well as a :class:`~digitnet.nn.Network`) and returns a :class:`matplotlib.figure.Figure`. Figures
@@ -38,6 +39,8 @@ __all__ = [
     "plot_learning_curves",
     "plot_mistakes",
     "plot_probabilities",
+    "plot_robustness",
+    "robustness_figure",
     "plot_sample_predictions",
     "plot_weight_images",
     "require_history",
@@ -61,7 +64,12 @@ FIGURES: dict[str, str] = {
     "learning-curves": "learning-curves.png",
     "weights": "weights.png",
     "probabilities": "probabilities.png",
+    "robustness": "robustness.png",
 }
+#: Figures drawn only when asked for by name: they take a while (``robustness``: a minute or so).
+ON_REQUEST = ("robustness",)
+#: What ``digitnet show`` draws when no figure is named.
+DEFAULT_FIGURES = tuple(name for name in FIGURES if name not in ON_REQUEST)
 
 
 class NoHistoryError(DigitnetError):
@@ -553,6 +561,54 @@ def plot_probabilities(
 # -- writing ----------------------------------------------------------------------------------
 
 
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def plot_robustness(curves: Mapping[str, Mapping[str, Sequence[float]]], example: np.ndarray | None = None) -> Figure:
+    """Accuracy against the severity of each perturbation of :data:`digitnet.robustness.PERTURBATIONS`.
+
+    Parameters
+    ----------
+    curves : mapping
+        Model name -> perturbation name -> accuracy (0..1) at each severity, as
+        :func:`digitnet.robustness.robustness_curves` returns them; one line per model, told apart
+        by marker and line style as well as colour.
+    example : numpy.ndarray, optional
+        One test digit, shown under each panel at every severity.
+    """
+    from .robustness import PERTURBATIONS, perturbed
+
+    figure = _new_figure(13.0, 8.5 if example is not None else 7.0)
+    rows = 2 * (1 + (example is not None))
+    ratios = [4, 1, 4, 1] if example is not None else [1, 1]
+    grid = figure.add_gridspec(rows, 3, height_ratios=ratios)
+    for k, (name, family) in enumerate(PERTURBATIONS.items()):
+        row = (k // 3) * (rows // 2)
+        ax = figure.add_subplot(grid[row, k % 3])
+        for m, (model, by_family) in enumerate(curves.items()):
+            ax.plot(
+                family.severities,
+                100 * np.asarray(by_family[name]),
+                marker=_MARKERS[m % len(_MARKERS)],
+                linestyle=_LINESTYLES[m % len(_LINESTYLES)],
+                label=model,
+            )
+        ax.set_title(family.title)
+        ax.set_xlabel(family.unit)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        if k % 3 == 0:
+            ax.set_ylabel("test accuracy (%)")
+        if example is not None:
+            strip = grid[row + 1, k % 3].subgridspec(1, len(family.severities))
+            for j, severity in enumerate(family.severities):
+                _digit_axes(figure.add_subplot(strip[0, j]), perturbed(example[np.newaxis], name, severity)[0])
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), frameon=False)
+    return figure
+
+
 def save_figure(figure: Figure, path: str | Path) -> Path:
     """Write ``figure`` to ``path`` as a PNG (folders are created), through the Agg canvas.
 
@@ -573,7 +629,7 @@ def save_model_plots(
     network: Any,
     data: Any,
     out_dir: str | Path,
-    what: Iterable[str] = tuple(FIGURES),
+    what: Iterable[str] = DEFAULT_FIGURES,
     *,
     index: int = 0,
     note: Callable[[str], None] | None = _stderr_note,
@@ -589,7 +645,7 @@ def save_model_plots(
     out_dir : path-like
         Created if needed; files are named as in :data:`FIGURES`.
     what : iterable of str, optional
-        Keys of :data:`FIGURES` [default: all].
+        Keys of :data:`FIGURES` [default: :data:`DEFAULT_FIGURES`].
     index : int, optional
         Which test image the ``probabilities`` figure shows.
     note : callable or None, optional
@@ -624,6 +680,7 @@ def save_model_plots(
         "probabilities": lambda: plot_probabilities(
             probabilities[index], images[index], names, true_label=int(labels[index])
         ),
+        "robustness": lambda: robustness_figure({source: network}, data),
     }
     if "probabilities" in wanted and not -len(images) <= index < len(images):
         raise DigitnetError(
@@ -642,6 +699,17 @@ def save_model_plots(
             continue
         written.append(save_figure(figure, out_dir / file_name))
     return written
+
+
+def robustness_figure(networks: Mapping[str, Any], data: Any, count: int | None = None) -> Figure:
+    """The robustness figure of one or several models, on the first ``count`` test digits of
+    ``data`` (:data:`digitnet.robustness.DEFAULT_COUNT` by default)."""
+    from .robustness import DEFAULT_COUNT, robustness_curves
+
+    count = DEFAULT_COUNT if count is None else count
+    images, labels = data.test_images[:count], data.test_labels[:count]
+    curves = {name: robustness_curves(network, images, labels) for name, network in networks.items()}
+    return plot_robustness(curves, example=images[0])
 
 
 def save_training_plots(
