@@ -10,6 +10,7 @@ prepared by digitnet exactly as ``digitnet predict`` prepares a file. The tests 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +19,17 @@ from PIL import Image
 SIDE = 32
 
 
-def write_digit_folder(out: str | Path, per_class: int = 30) -> Path:
-    """Write ``per_class`` PNGs of each digit into ``out/<digit>/<number>.png`` and return ``out``."""
+def write_digit_folder(out: str | Path, per_class: int = 30, classes: Mapping[str, int] | None = None) -> Path:
+    """Write ``per_class`` PNGs of each digit into ``out/<digit>/<number>.png`` and return ``out``.
+
+    ``classes`` maps folder names to the digit drawn in them (default: ``"0"`` to ``"9"``).
+    """
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     out = Path(out)
-    for digit in range(10):
-        folder = out / str(digit)
+    for name, digit in (classes or {str(digit): digit for digit in range(10)}).items():
+        folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         for number, index in enumerate(np.flatnonzero(digits.target == digit)[:per_class]):
             ink = digits.images[index] / 16  # 0 = paper, 1 = full ink
