@@ -6,6 +6,8 @@ import json
 import sys
 
 import numpy as np
+import onnx  # the onnx extra is part of the test extra
+import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
@@ -13,11 +15,7 @@ from conftest import every_layer_cnn
 from digitnet.cli import main
 from digitnet.errors import DigitnetError
 from digitnet.nn import LAYER_TYPES, BatchNorm, Conv2D, Dense, Flatten, Layer, MaxPool2D, Network, ReLU, build_mlp
-
-onnx = pytest.importorskip("onnx", reason="the onnx extra is part of the test extra")
-ort = pytest.importorskip("onnxruntime", reason="the onnx extra is part of the test extra")
-
-from digitnet.onnx_export import LAYER_EXPORTERS, OPSET, OnnxExportError, export_onnx, to_onnx  # noqa: E402
+from digitnet.onnx_export import LAYER_EXPORTERS, OPSET, OnnxExportError, export_onnx, to_onnx
 
 TOLERANCE = 1e-5
 

@@ -21,8 +21,6 @@ from digitnet.experiment import ExperimentConfig, run
 from digitnet.nn import Network
 from digitnet.preprocess import preprocess_file
 
-pytest.importorskip("sklearn", reason="the example folder draws scikit-learn's digits")
-
 _spec = importlib.util.spec_from_file_location(
     "make_digit_folder", Path(__file__).parents[1] / "examples" / "make_digit_folder.py"
 )
