@@ -134,6 +134,18 @@ def test_a_class_with_fewer_than_two_readable_images_is_refused_by_name(copy_of,
         load_image_folder(copy_of, cache_dir=cache)
 
 
+def test_class_names_are_held_to_the_model_files_limit():
+    from digitnet.nn.modelfile import MAX_NAME_LENGTH
+
+    assert folder_module.MAX_CLASS_NAME == MAX_NAME_LENGTH
+
+
+def test_a_class_name_too_long_for_a_model_file_is_refused_before_any_image_is_read(copy_of, cache):
+    (copy_of / "zero").rename(copy_of / ("z" * 65))
+    with pytest.raises(DataError, match=r"is longer than 64 characters, more than a model file holds; rename it"):
+        load_image_folder(copy_of, cache_dir=cache)
+
+
 def test_a_missing_folder_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"does not exist; give a folder"):
         load_image_folder(tmp_path / "nowhere", cache_dir=tmp_path)

@@ -130,7 +130,7 @@ def _class_files(root: Path) -> dict[str, list[Path]]:
     if not root.is_dir():
         what = "does not exist" if not root.exists() else "is not a folder"
         raise DataError(f"{root} {what}; give a folder that holds one subfolder of images per class.")
-    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    classes = sorted(entry.name for entry in _entries(root) if entry.is_dir())
     if not classes:
         raise DataError(
             f"{root} has no class folders; put each class's images in a subfolder named after the class, "
@@ -149,12 +149,21 @@ def _class_files(root: Path) -> dict[str, list[Path]]:
         )
     return {
         name: sorted(
-            Path(entry.path)
-            for entry in os.scandir(root / name)
-            if not entry.name.startswith(".") and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+            Path(entry.path) for entry in _entries(root / name) if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
         )
         for name in classes
     }
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    """The folder's entries, hidden ones (``.DS_Store``, ``.ipynb_checkpoints``) left out."""
+    try:
+        with os.scandir(folder) as entries:
+            return [entry for entry in entries if not entry.name.startswith(".")]
+    except OSError as error:
+        raise DataError(
+            f"The folder {folder} cannot be read ({error.strerror or error}); check its permissions."
+        ) from None
 
 
 def prepare_image(path: str) -> tuple[np.ndarray | None, str | None]:
