@@ -146,6 +146,13 @@ def test_a_class_name_too_long_for_a_model_file_is_refused_before_any_image_is_r
         load_image_folder(copy_of, cache_dir=cache)
 
 
+def test_more_classes_than_a_uint8_label_holds_are_refused(tmp_path):
+    for number in range(257):
+        (tmp_path / f"class{number}").mkdir()
+    with pytest.raises(DataError, match=r"has 257 class folders, more than the 256 a digitnet dataset can label"):
+        load_image_folder(tmp_path, cache_dir=tmp_path / ".cache")
+
+
 def test_a_missing_folder_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"does not exist; give a folder"):
         load_image_folder(tmp_path / "nowhere", cache_dir=tmp_path)

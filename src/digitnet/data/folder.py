@@ -53,6 +53,8 @@ TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 #: Longest class name a model file accepts (:data:`digitnet.nn.modelfile.MAX_NAME_LENGTH`).
 MAX_CLASS_NAME = 64
+#: Labels are uint8, as in every digitnet dataset.
+MAX_CLASSES = 256
 #: Below this many images a pool of worker processes costs more than it saves.
 PARALLEL_FROM = 64
 #: The cache of prepared images lives in this folder of the dataset cache.
@@ -97,14 +99,14 @@ def load_image_folder(
     Raises
     ------
     DataError
-        If ``path`` is not a folder, holds fewer than two class folders, a class name is too long
-        for a model file, or a class has fewer than two readable images.
+        If ``path`` is not a folder, holds fewer than two or more than 256 class folders, a class
+        name is too long for a model file, or a class has fewer than two readable images.
     """
     started = time.perf_counter()
     root = Path(path).expanduser().resolve()
     files = _class_files(root)
     images, labels, failures = _prepare_all(root, files, workers, cache_dir)
-    _check_every_class_has_two(root, files, labels, failures)
+    _check_every_class_has_two(root, files, labels)
     if failures:
         _warn(_failure_message(root, failures, len(labels) + len(failures)), progress)
     train_index, test_index = _stratified_split(labels)
@@ -140,6 +142,11 @@ def _class_files(root: Path) -> dict[str, list[Path]]:
         raise DataError(
             f"{root} has only one class folder ({classes[0]}), and a classifier needs at least two; "
             "add a subfolder of images for every other class."
+        )
+    if len(classes) > MAX_CLASSES:
+        raise DataError(
+            f"{root} has {len(classes)} class folders, more than the {MAX_CLASSES} a digitnet dataset can label; "
+            "check that it is the folder of class folders, not a folder above it."
         )
     too_long = [name for name in classes if len(name) > MAX_CLASS_NAME]
     if too_long:
@@ -293,9 +300,7 @@ def _write_cache(path: Path, digits: dict[bytes, np.ndarray]) -> None:
         pass  # a cache that cannot be written only makes the next load slower
 
 
-def _check_every_class_has_two(
-    root: Path, files: dict[str, list[Path]], labels: np.ndarray, failures: list[tuple[Path, str]]
-) -> None:
+def _check_every_class_has_two(root: Path, files: dict[str, list[Path]], labels: np.ndarray) -> None:
     counts = np.bincount(labels, minlength=len(files))
     for name, count in zip(files, counts):
         if count < 2:
