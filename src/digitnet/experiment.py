@@ -40,7 +40,8 @@ class ExperimentConfig:
     Parameters
     ----------
     dataset : str
-        A catalogue name (``mnist``, ``fashion-mnist``, ``digits``).
+        A catalogue name (``mnist``, ``fashion-mnist``, ``digits``), or the path of a folder of
+        one's own images with one subfolder per class (:func:`digitnet.data.load_image_folder`).
     model : str
         An architecture name (``mlp``, ``cnn``).
     hidden : tuple of int

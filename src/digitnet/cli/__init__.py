@@ -25,12 +25,13 @@ def main() -> None:
 def _register_commands() -> None:
     from .data import data
     from .evaluate import evaluate
+    from .export import export
     from .predict import predict
     from .serve import serve
     from .show import show
     from .train import train
 
-    for command in (train, evaluate, predict, show, serve, data):
+    for command in (train, evaluate, predict, show, serve, data, export):
         main.add_command(command)
 
 

@@ -96,6 +96,32 @@ def model_or_reader(path: str | os.PathLike | None) -> tuple[Network, str]:
     return load_reader(), "the reader model that ships with digitnet"
 
 
+class DatasetName(click.ParamType):
+    """A dataset of the catalogue by name, or a folder of one's own images (one subfolder per class)."""
+
+    name = "dataset"
+
+    def get_metavar(self, param, ctx=None) -> str:  # ctx: click >= 8.2 passes it
+        from ..data import DATASETS
+
+        return "[" + "|".join(sorted(DATASETS)) + "|FOLDER]"
+
+    def convert(self, value, param, ctx) -> str:
+        from ..data import DATASETS, is_image_folder
+
+        text = os.fspath(value)
+        if text in DATASETS:
+            return text
+        if is_image_folder(text):  # absolute, as the model file records it
+            return str(Path(text).expanduser().resolve())
+        self.fail(
+            f"{text!r} is neither a dataset ({', '.join(sorted(DATASETS))}) nor a folder; give a folder "
+            "that holds one subfolder of images per class, such as my-digits/0/*.png and my-digits/1/*.png",
+            param,
+            ctx,
+        )
+
+
 class FiniteFloat(click.ParamType):
     """A finite number within ``[low, high]`` (``nan`` and ``inf`` pass click's FloatRange)."""
 

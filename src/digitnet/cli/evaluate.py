@@ -9,19 +9,19 @@ import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
-from ..data import DATASETS
 from ..metrics import evaluate as score
 from ..nn import Network
-from .common import console, data_options, load_dataset_for_cli, printable, status_console
+from .common import DatasetName, console, data_options, load_dataset_for_cli, printable, status_console
 
 
 @click.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option(
     "--dataset",
-    type=click.Choice(sorted(DATASETS)),
+    type=DatasetName(),
     default=None,
-    help="Evaluate on this dataset's test set [default: the one the model was trained on].",
+    help="Evaluate on this dataset's test set (a name, or a FOLDER of images with one subfolder per "
+    "class) [default: the one the model was trained on].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @data_options

@@ -9,7 +9,6 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from ..augment import STRENGTHS
-from ..data import DATASETS
 from ..errors import TrainingDiverged, TrainingFailed
 from ..experiment import ExperimentConfig, ExperimentResult, run
 from ..nn.architectures import ARCHITECTURES
@@ -18,6 +17,7 @@ from ..recipes import PRESETS, default_config
 from ..train import EpochRecord, Reporter
 from .common import (
     DEFAULT_MODEL,
+    DatasetName,
     FiniteFloat,
     check_writable_file,
     check_writable_folder,
@@ -80,7 +80,14 @@ def recipe_help(field: str) -> str:
     help="A named experiment: reader trains the model `digitnet predict` ships with (a CNN that "
     "reads other writers, pens and scanners). Options given with it still apply.",
 )
-@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="mnist", show_default=True)
+@click.option(
+    "--dataset",
+    type=DatasetName(),
+    default="mnist",
+    show_default=True,
+    help="A dataset by name, or a FOLDER of your own images with one subfolder per class "
+    "(FOLDER/<class>/*.png); each image is prepared as `digitnet predict` prepares it.",
+)
 @click.option(
     "--model",
     "model_name",

@@ -33,6 +33,7 @@ from digitnet.data.datasets import (
     FileSpec,
     get_spec,
 )
+from digitnet.data.folder import is_image_folder, load_image_folder
 from digitnet.data.gather import default_sources, gather_dataset
 from digitnet.data.idx import IdxError, decode_idx, read_decompressed
 from digitnet.data.leftovers import (
@@ -66,7 +67,9 @@ __all__ = [
     "VerifyReport",
     "dataset_info",
     "fetch_dataset",
+    "is_image_folder",
     "load_dataset",
+    "load_image_folder",
     "verify_dataset",
 ]
 
@@ -93,7 +96,8 @@ def load_dataset(
     Parameters
     ----------
     name : str, default "mnist"
-        A key of :data:`DATASETS`: ``"mnist"``, ``"fashion-mnist"`` or ``"digits"``.
+        A key of :data:`DATASETS`: ``"mnist"``, ``"fashion-mnist"`` or ``"digits"``; or the path
+        of a folder of your own images, one subfolder per class (:func:`load_image_folder`).
     data_dir, cache_dir, allow_openml, allow_network, progress, sources, opener, runner
         Where to look and what may be used; see the attributes of :class:`DataOptions`, which
         these keywords fill in (``data_dir`` defaults to ``$DIGITNET_DATA_DIR``, ``cache_dir``
@@ -121,6 +125,8 @@ def load_dataset(
         data_dir=data_dir, cache_dir=cache_dir, allow_openml=allow_openml, allow_network=allow_network,
         progress=progress, sources=sources, opener=opener, runner=runner,
     )  # fmt: skip
+    if name not in DATASETS and is_image_folder(name):
+        return load_image_folder(name, cache_dir=cache_dir, progress=progress)
     spec = get_spec(name)
     if spec.embedded is not None:
         return spec.embedded()

@@ -173,7 +173,10 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise DataError(f"Unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}.") from None
+        raise DataError(
+            f"Unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, or give the path of a folder "
+            "that holds one subfolder of images per class."
+        ) from None
 
 
 DIGITS_TEST_COUNT = 360
