@@ -302,7 +302,7 @@ def _capture(
         steps=step.count,
         weights=network_copy(network),
         optimizer=step.optimizer.state(),
-        rng=copy.deepcopy(rng.bit_generator.state),
+        rng=copy.deepcopy(dict(rng.bit_generator.state)),
         history=History(list(history.epochs), history.stopped_early, history.best_epoch),
         best_accuracy=stopper.best_accuracy,
         epochs_without_gain=stopper.epochs_without_gain,
@@ -339,13 +339,13 @@ def _check_arrays(what: str, saved: dict[str, np.ndarray], live: dict[str, np.nd
     """Refuse saved arrays whose names, shapes or dtypes differ from the live run's."""
     if set(saved) != set(live):
         missing, extra = sorted(set(live) - set(saved)), sorted(set(saved) - set(live))
-        detail = f"lacks {', '.join(missing[:3])}" if missing else f"has arrays it does not use ({', '.join(extra[:3])})"
-        raise CheckpointError(f"its {what} state {detail}, so it belongs to another network or optimiser")
+        detail = f"lacks {', '.join(missing[:3])}" if missing else f"has unused arrays ({', '.join(extra[:3])})"
+        raise CheckpointError(f"its {what} state {detail}: it belongs to another network or optimiser")
     for name, value in live.items():
         if saved[name].shape != value.shape or saved[name].dtype != value.dtype:
             raise CheckpointError(
                 f"its {what} array {name} is {saved[name].dtype} {saved[name].shape}, but this run's is "
-                f"{value.dtype} {value.shape}, so it belongs to another network or optimiser"
+                f"{value.dtype} {value.shape}: it belongs to another network or optimiser"
             )
 
 
