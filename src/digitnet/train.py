@@ -88,18 +88,22 @@ def accuracy_of(network: Network, x: np.ndarray, labels: np.ndarray, batch_size:
 
 
 def pixel_statistics(images: np.ndarray, chunk: int = 4096) -> tuple[float, float]:
-    """Mean and standard deviation of uint8 ``images`` on the [0, 1] scale (the input normalisation).
+    """Mean and standard deviation of ``images`` on the [0, 1] scale (the input normalisation).
 
-    Summed a chunk at a time, so no float copy of the whole training set is ever made.
+    uint8 images are scaled by 1/255, float images taken as they are. Summed a chunk at a time, so no
+    float copy of the whole training set is ever made. Images of one value everywhere get a
+    standard deviation of 1 (nothing to scale), not 0.
     """
+    scale = 1 / 255 if images.dtype == np.uint8 else 1.0
     total = total_sq = 0.0
     for start in range(0, len(images), chunk):
-        block = images[start : start + chunk].astype(np.float64) / 255
+        block = images[start : start + chunk].astype(np.float64) * scale
         total += float(block.sum())
         total_sq += float(np.square(block).sum())
     count = images.size
     mean = total / count
-    return mean, math.sqrt(max(0.0, total_sq / count - mean * mean))
+    std = math.sqrt(max(0.0, total_sq / count - mean * mean))
+    return mean, std if std > 0 else 1.0
 
 
 def split_validation(n: int, val_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
