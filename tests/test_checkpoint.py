@@ -218,8 +218,18 @@ def set_nan(contents) -> None:
         (lambda path: rewrite(path, metadata=lambda m: m.update(epoch=3)), r"3 epochs of history|2 epochs of history"),
         (lambda path: rewrite(path, arrays=set_nan), r"weights.layer1.W is float32 or holds NaN"),
         (lambda path: rewrite(path, metadata=lambda m: m.update(format_version=9)), r"newer digitnet .*version 9"),
+        (lambda path: rewrite(path, metadata=lambda m: m["experiment"].update(augment="wild")), r"unknown augm"),
     ],
-    ids=["truncated", "garbage", "negative-epoch", "other-generator", "history-mismatch", "nan-weights", "newer"],
+    ids=[
+        "truncated",
+        "garbage",
+        "negative-epoch",
+        "other-generator",
+        "history-mismatch",
+        "nan-weights",
+        "newer",
+        "unknown-augmentation",
+    ],
 )
 def test_a_damaged_checkpoint_is_refused_in_one_sentence(checkpoint_file, damage, message):
     damage(checkpoint_file)

@@ -166,6 +166,15 @@ def test_partial_fit_twice_continues_exactly_like_a_two_epoch_fit_at_a_constant_
         assert value.tobytes() == stepwise.network_.state()[name].tobytes(), name
 
 
+def test_partial_fit_goes_on_after_a_fit_that_stopped_early(digits28):
+    images, labels = digits28
+    clf = quick(epochs=40, validation_fraction=0.25, patience=1).fit(images, labels)
+    assert clf.history_.stopped_early
+    epochs = len(clf.history_.epochs)
+    clf.partial_fit(images, labels)
+    assert [record.epoch for record in clf.history_.epochs][-2:] == [epochs, epochs + 1]
+
+
 def test_partial_fit_needs_the_classes_first_and_refuses_labels_outside_them(digits28):
     images, labels = digits28
     with pytest.raises(ValueError, match="classes must be passed on the first call"):

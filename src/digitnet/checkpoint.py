@@ -231,12 +231,13 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         with np.load(path, allow_pickle=False) as archive:
             metadata = _read_metadata(archive, path)
             arrays = _read_arrays(archive)
+        checkpoint = _checkpoint_from(metadata, arrays)  # ValueError: settings ExperimentConfig refuses
     except _Refusal as refusal:
         raise CheckpointError(f"{path}: {refusal.problem}; the checkpoint is damaged, {_AGAIN}.") from None
     except _DAMAGE as error:
         first_line = (str(error).splitlines() or [type(error).__name__])[0]
         raise CheckpointError(f"{path} is damaged or not a digitnet checkpoint ({first_line}); {_AGAIN}.") from None
-    return _checkpoint_from(metadata, arrays)
+    return checkpoint
 
 
 def _read_metadata(archive: Any, path: Path) -> CheckpointSchema:

@@ -17,6 +17,7 @@ turns arrays into a :class:`~digitnet.data.Dataset` and its parameters into an
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -160,7 +161,9 @@ class DigitnetClassifier(ClassifierMixin, BaseEstimator):
 
         The optimiser's moments, the random generator, the input normalisation (measured on the
         first call's ``X``) and the history carry over; the learning rate stays at ``lr`` (no
-        schedule), as training has no known end.
+        schedule), as training has no known end, and no rows are held out for validation. Two
+        calls on the same data train exactly what ``fit`` with ``epochs=2, schedule="constant"``
+        trains.
 
         Parameters
         ----------
@@ -182,6 +185,8 @@ class DigitnetClassifier(ClassifierMixin, BaseEstimator):
         if unknown := sorted(set(np.unique(y).tolist()) - set(self.classes_.tolist())):
             raise ValueError(f"y holds labels {unknown[:5]} that are not among the classes {self.classes_.tolist()}")
         start = None if first else self.train_state_
+        if start is not None and start.history.stopped_early:  # a fit that stopped early may go on
+            start = replace(start, history=replace(start.history, stopped_early=False))
         epochs = (0 if start is None else start.epoch) + 1
         config = self._config(len(images), epochs=epochs, schedule="constant", val_size=0)
         return self._keep(run(config, self._dataset(images, y), start=start))
