@@ -28,3 +28,7 @@ class TrainingDiverged(DigitnetError):
 
 class TrainingFailed(DigitnetError):
     """Training finished but the model is no better than guessing."""
+
+
+class CheckpointError(DigitnetError):
+    """A training checkpoint is missing, damaged, or belongs to another run."""

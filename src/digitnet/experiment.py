@@ -17,6 +17,7 @@ the batches. The same configuration therefore gives the same network, bit for bi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -30,7 +31,7 @@ from .metrics import accuracy
 from .nn import Network
 from .nn.architectures import ARCHITECTURES, build_network
 from .recipes import resolve_recipe
-from .train import History, Reporter, TrainConfig, pixel_statistics, split_validation, train
+from .train import History, Reporter, TrainConfig, TrainState, pixel_statistics, split_validation, train
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class ExperimentResult:
     network: Network
     history: History
     data: Dataset
+    state: TrainState | None = field(default=None, repr=False)
     _test_accuracy: float | None = field(default=None, repr=False)
 
     def test_accuracy(self) -> float:
@@ -143,7 +145,14 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def run(config: ExperimentConfig, data: Dataset | None = None, *, reporter: Reporter | None = None) -> ExperimentResult:
+def run(
+    config: ExperimentConfig,
+    data: Dataset | None = None,
+    *,
+    reporter: Reporter | None = None,
+    start: TrainState | None = None,
+    on_epoch_end: Callable[[TrainState], None] | None = None,
+) -> ExperimentResult:
     """Train the network ``config`` describes and return it with its history.
 
     Parameters
@@ -153,15 +162,27 @@ def run(config: ExperimentConfig, data: Dataset | None = None, *, reporter: Repo
         The dataset, if already loaded (it must be ``config.dataset``); loaded otherwise.
     reporter : Reporter, optional
         Receives progress events (the CLI draws a progress bar from them).
+    start : TrainState, optional
+        Continue a run from this state up to the recipe's epoch count: with the same ``config`` and
+        data, the result is bit for bit that of a run never stopped (``digitnet train --resume``);
+        on other data of the same shape and classes it trains on (``partial_fit``). The input
+        normalisation stays the state's.
+    on_epoch_end : callable, optional
+        Called with the :class:`~digitnet.train.TrainState` after every epoch (checkpoints).
 
     Returns
     -------
     ExperimentResult
+        With ``state``, the state after the last epoch (to continue from).
 
     Raises
     ------
     TrainingDiverged
         If the loss becomes NaN or infinite (the network keeps its last good weights).
+    TrainingInterrupted
+        On Ctrl+C; it carries the state after the last completed epoch.
+    CheckpointError
+        If ``start`` does not fit the network ``config`` describes.
     """
     data = data if data is not None else load_dataset(config.dataset)
     train_config = config.train_config()
@@ -169,7 +190,16 @@ def run(config: ExperimentConfig, data: Dataset | None = None, *, reporter: Repo
     train_index, val_index = split_validation(len(data.train_labels), validation_size(config, data), rng)
     data = with_conventions(config, data, train_index, rng)
     network = build_for(config, data, train_index, rng)
+    if start is not None:
+        network.mean, network.std = start.mean, start.std
     split = prepare_split(network, data, train_index, val_index)
+    states: list[TrainState] = [start] if start is not None else []
+
+    def epoch_done(state: TrainState) -> None:
+        states[:] = [state]
+        if on_epoch_end is not None:
+            on_epoch_end(state)
+
     # Empty (black) and full-ink pixels in the network's normalised units: the area shifted into
     # view is empty, noise is measured in ink.
     augmenter = make_augmenter(
@@ -188,6 +218,8 @@ def run(config: ExperimentConfig, data: Dataset | None = None, *, reporter: Repo
             y_val=split.y_val,
             reporter=reporter,
             augment=augmenter,
+            start=start,
+            on_epoch_end=epoch_done,
         )
     network.metadata.update(
         {
@@ -208,7 +240,7 @@ def run(config: ExperimentConfig, data: Dataset | None = None, *, reporter: Repo
             "history": history.to_list(),
         }
     )
-    return ExperimentResult(config, train_config, network, history, data)
+    return ExperimentResult(config, train_config, network, history, data, states[0] if states else None)
 
 
 def validation_size(config: ExperimentConfig, data: Dataset) -> int:

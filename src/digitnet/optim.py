@@ -41,6 +41,14 @@ class Optimizer:
     def step(self) -> None:
         raise NotImplementedError
 
+    def state(self) -> dict[str, np.ndarray]:
+        """Copies of the arrays (and step count) the next updates depend on, by name; with
+        :meth:`load_state` they let training continue exactly where it stopped."""
+        return {}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state` returned (same names and shapes, checked by the caller)."""
+
 
 class SGD(Optimizer):
     """Mini-batch gradient descent, optionally with (Nesterov) momentum.
@@ -82,6 +90,14 @@ class SGD(Optimizer):
                     direction = np.multiply(velocity, self.momentum, out=work)
                     direction += grad
             param -= np.multiply(direction, self.lr, out=work)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"velocity{i}": v.copy() for i, v in enumerate(self.velocity)} if self.momentum else {}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        if self.momentum:
+            for i, velocity in enumerate(self.velocity):
+                velocity[...] = arrays[f"velocity{i}"]
 
 
 class Adam(Optimizer):
@@ -130,6 +146,15 @@ class Adam(Optimizer):
             np.divide(m, update, out=update)
             update *= step_size
             param -= update
+
+    def state(self) -> dict[str, np.ndarray]:
+        moments = {f"m{i}": m.copy() for i, m in enumerate(self.m)} | {f"s{i}": s.copy() for i, s in enumerate(self.s)}
+        return {"t": np.array(self.t, dtype=np.int64), **moments}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.t = int(arrays["t"])
+        for i, (m, s) in enumerate(zip(self.m, self.s)):
+            m[...], s[...] = arrays[f"m{i}"], arrays[f"s{i}"]
 
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import TrainingDiverged
+from .errors import CheckpointError, TrainingDiverged
 from .nn import Network, SoftmaxCrossEntropy
 from .optim import make_optimizer, make_schedule
 
@@ -87,18 +88,22 @@ def accuracy_of(network: Network, x: np.ndarray, labels: np.ndarray, batch_size:
 
 
 def pixel_statistics(images: np.ndarray, chunk: int = 4096) -> tuple[float, float]:
-    """Mean and standard deviation of uint8 ``images`` on the [0, 1] scale (the input normalisation).
+    """Mean and standard deviation of ``images`` on the [0, 1] scale (the input normalisation).
 
-    Summed a chunk at a time, so no float copy of the whole training set is ever made.
+    uint8 images are scaled by 1/255, float images taken as they are. Summed a chunk at a time, so no
+    float copy of the whole training set is ever made. Images of one value everywhere get a
+    standard deviation of 1 (nothing to scale), not 0.
     """
+    scale = 1 / 255 if images.dtype == np.uint8 else 1.0
     total = total_sq = 0.0
     for start in range(0, len(images), chunk):
-        block = images[start : start + chunk].astype(np.float64) / 255
+        block = images[start : start + chunk].astype(np.float64) * scale
         total += float(block.sum())
         total_sq += float(np.square(block).sum())
     count = images.size
     mean = total / count
-    return mean, math.sqrt(max(0.0, total_sq / count - mean * mean))
+    std = math.sqrt(max(0.0, total_sq / count - mean * mean))
+    return mean, std if std > 0 else 1.0
 
 
 def split_validation(n: int, val_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -107,6 +112,59 @@ def split_validation(n: int, val_size: int, rng: np.random.Generator) -> tuple[n
         raise ValueError(f"validation size {val_size} must be between 0 and {n - 1}")
     order = rng.permutation(n)
     return np.sort(order[val_size:]), np.sort(order[:val_size])
+
+
+@dataclass
+class TrainState:
+    """Everything the rest of a run depends on, taken at the boundary between two epochs.
+
+    :func:`train` started from a state continues exactly as if it had never stopped: same batches,
+    same distortions, same dropout masks, same learning rates, same weights bit for bit.
+    :mod:`digitnet.checkpoint` writes states to files; the scikit-learn estimator's ``partial_fit``
+    keeps one in memory.
+
+    Attributes
+    ----------
+    epoch : int
+        Epochs completed.
+    steps : int
+        Optimiser steps taken: the learning-rate schedule's position.
+    weights : dict of str to ndarray
+        The network's arrays (:meth:`~digitnet.nn.Network.state`).
+    optimizer : dict of str to ndarray
+        The optimiser's moments and step count (:meth:`~digitnet.optim.Optimizer.state`).
+    rng : dict
+        The run's generator state (``rng.bit_generator.state``): batch order, distortions, dropout.
+    history : History
+        The epochs so far.
+    best_accuracy, epochs_without_gain, best_weights
+        Early stopping's bookkeeping (``best_weights`` empty until a validated epoch).
+    mean, std : float
+        The network's input normalisation, fixed by the first run.
+    """
+
+    epoch: int
+    steps: int
+    weights: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray]
+    rng: dict[str, Any]
+    history: History
+    best_accuracy: float = -1.0
+    epochs_without_gain: int = 0
+    best_weights: dict[str, np.ndarray] = field(default_factory=dict)
+    mean: float = 0.0
+    std: float = 1.0
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl+C during :func:`train`; ``state`` is the state after the last completed epoch.
+
+    A subclass of :class:`KeyboardInterrupt`, so code that does not know it still stops as usual.
+    """
+
+    def __init__(self, state: TrainState) -> None:
+        super().__init__(f"training interrupted after epoch {state.epoch}")
+        self.state = state
 
 
 def train(
@@ -120,6 +178,8 @@ def train(
     y_val: np.ndarray | None = None,
     reporter: Reporter | None = None,
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+    start: TrainState | None = None,
+    on_epoch_end: Callable[[TrainState], None] | None = None,
 ) -> History:
     """Train ``network`` in place with mini-batch gradient descent.
 
@@ -138,62 +198,159 @@ def train(
     augment : callable, optional
         ``augment(batch, rng)`` returns a randomly distorted copy of a training batch; applied to
         every batch, never to validation data.
+    start : TrainState, optional
+        Continue from this state (weights, optimiser, generator, schedule, early stopping, history)
+        up to epoch ``config.epochs``, instead of starting afresh.
+    on_epoch_end : callable, optional
+        Called with the new :class:`TrainState` after every epoch (to write checkpoints).
 
     Returns
     -------
     History
+        All epochs, those before ``start`` included.
 
     Raises
     ------
     TrainingDiverged
         If the loss becomes NaN or infinite. The network is first restored to the weights it had at
         the end of the last good epoch.
+    TrainingInterrupted
+        On Ctrl+C, carrying the state after the last completed epoch.
+    CheckpointError
+        If ``start`` holds arrays that do not fit this network or optimiser.
     """
     reporter = reporter or Reporter()
-    n = len(x_train)
-    batches_per_epoch = math.ceil(n / config.batch_size)
+    batches_per_epoch = math.ceil(len(x_train) / config.batch_size)
     step = _Step(network, config, batches_per_epoch)
     history = History()
     stopper = _EarlyStopping(config.patience)
-    last_good = network_copy(network)
+    if start is not None:
+        _restore(start, network, step, rng, stopper, history)
+    state = start or _capture(0, network, step, rng, stopper, history)
     # Every batch is gathered into this one array (the last, shorter batch into its front part),
     # so the loop does not allocate a fresh batch each step.
-    batch_buffer = np.empty((min(config.batch_size, n), *x_train.shape[1:]), dtype=x_train.dtype)
-    for epoch in range(1, config.epochs + 1):
-        reporter.epoch_started(epoch, config.epochs, batches_per_epoch)
-        order = rng.permutation(n)
-        started = time.perf_counter()
-        loss_sum, correct = 0.0, 0
-        for batch in range(batches_per_epoch):
-            index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
-            # mode="clip" skips np.take's bounds-checked copy (the indices are a permutation).
-            x = np.take(x_train, index, axis=0, out=batch_buffer[: len(index)], mode="clip")
-            labels = y_train[index]
-            if augment is not None:
-                x = augment(x, rng)
-            loss, batch_correct = step(x, labels)
-            if not math.isfinite(loss):
-                network.load_state(last_good)
-                raise TrainingDiverged(
-                    f"Training diverged at epoch {epoch}, batch {batch + 1}: the loss became {loss}. "
-                    f"Lower the learning rate (now {config.lr:g}, e.g. try {config.lr / 10:g}); "
-                    f"the weights of the last good epoch ({epoch - 1}) were kept."
-                )
-            loss_sum += loss * len(index)
-            correct += batch_correct
-            reporter.batch_done(batch + 1, loss)
-        seconds = time.perf_counter() - started
-        validating = x_val is not None and y_val is not None and len(x_val) > 0
-        val_accuracy = accuracy_of(network, x_val, y_val) if validating else None  # type: ignore[arg-type]
-        record = EpochRecord(epoch, seconds, loss_sum / n, correct / n, val_accuracy, step.optimizer.lr)
-        history.epochs.append(record)
-        reporter.epoch_done(record, config.epochs)
-        last_good = network_copy(network)
-        if stopper.should_stop(record, last_good, history):
-            network.load_state(stopper.best_state)
-            history.stopped_early = True
-            break
+    batch_buffer = np.empty((min(config.batch_size, len(x_train)), *x_train.shape[1:]), dtype=x_train.dtype)
+    epoch = state.epoch
+    while epoch < config.epochs and not history.stopped_early:
+        epoch += 1
+        try:
+            record = _epoch(epoch, network, x_train, y_train, config, rng, step, batch_buffer, reporter, augment, state)
+            record.val_accuracy = _validate(network, x_val, y_val)
+            history.epochs.append(record)
+            reporter.epoch_done(record, config.epochs)
+            if stopper.should_stop(record, network_copy(network), history):
+                network.load_state(stopper.best_state)
+                history.stopped_early = True
+            state = _capture(epoch, network, step, rng, stopper, history)
+            if on_epoch_end is not None:
+                on_epoch_end(state)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(state) from None
     return history
+
+
+def _epoch(
+    epoch: int,
+    network: Network,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    step: _Step,
+    batch_buffer: np.ndarray,
+    reporter: Reporter,
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None,
+    last_good: TrainState,
+) -> EpochRecord:
+    """One pass over the shuffled training set; its record (without validation accuracy yet)."""
+    n = len(x_train)
+    batches_per_epoch = math.ceil(n / config.batch_size)
+    reporter.epoch_started(epoch, config.epochs, batches_per_epoch)
+    order = rng.permutation(n)
+    started = time.perf_counter()
+    loss_sum, correct = 0.0, 0
+    for batch in range(batches_per_epoch):
+        index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
+        # mode="clip" skips np.take's bounds-checked copy (the indices are a permutation).
+        x = np.take(x_train, index, axis=0, out=batch_buffer[: len(index)], mode="clip")
+        labels = y_train[index]
+        if augment is not None:
+            x = augment(x, rng)
+        loss, batch_correct = step(x, labels)
+        if not math.isfinite(loss):
+            network.load_state(last_good.weights)
+            raise TrainingDiverged(
+                f"Training diverged at epoch {epoch}, batch {batch + 1}: the loss became {loss}. "
+                f"Lower the learning rate (now {config.lr:g}, e.g. try {config.lr / 10:g}); "
+                f"the weights of the last good epoch ({epoch - 1}) were kept."
+            )
+        loss_sum += loss * len(index)
+        correct += batch_correct
+        reporter.batch_done(batch + 1, loss)
+    seconds = time.perf_counter() - started
+    return EpochRecord(epoch, seconds, loss_sum / n, correct / n, None, step.optimizer.lr)
+
+
+def _validate(network: Network, x_val: np.ndarray | None, y_val: np.ndarray | None) -> float | None:
+    if x_val is None or y_val is None or len(x_val) == 0:
+        return None
+    return accuracy_of(network, x_val, y_val)
+
+
+def _capture(
+    epoch: int, network: Network, step: _Step, rng: np.random.Generator, stopper: _EarlyStopping, history: History
+) -> TrainState:
+    """A copy of everything the next epoch depends on (shares no array with the live run)."""
+    return TrainState(
+        epoch=epoch,
+        steps=step.count,
+        weights=network_copy(network),
+        optimizer=step.optimizer.state(),
+        rng=copy.deepcopy(dict(rng.bit_generator.state)),
+        history=History(list(history.epochs), history.stopped_early, history.best_epoch),
+        best_accuracy=stopper.best_accuracy,
+        epochs_without_gain=stopper.epochs_without_gain,
+        best_weights=stopper.best_state,  # a copy already, never written to
+        mean=network.mean,
+        std=network.std,
+    )
+
+
+def _restore(
+    state: TrainState,
+    network: Network,
+    step: _Step,
+    rng: np.random.Generator,
+    stopper: _EarlyStopping,
+    history: History,
+) -> None:
+    """Put ``state`` into the live run, after checking that its arrays fit."""
+    _check_arrays("network", state.weights, network.state())
+    _check_arrays("optimiser", state.optimizer, step.optimizer.state())
+    if state.best_weights:
+        _check_arrays("best network", state.best_weights, network.state())
+    network.load_state(state.weights)
+    step.optimizer.load_state(state.optimizer)
+    step.count = state.steps
+    rng.bit_generator.state = copy.deepcopy(state.rng)
+    stopper.best_accuracy, stopper.epochs_without_gain = state.best_accuracy, state.epochs_without_gain
+    stopper.best_state = state.best_weights
+    history.epochs[:] = state.history.epochs
+    history.stopped_early, history.best_epoch = state.history.stopped_early, state.history.best_epoch
+
+
+def _check_arrays(what: str, saved: dict[str, np.ndarray], live: dict[str, np.ndarray]) -> None:
+    """Refuse saved arrays whose names, shapes or dtypes differ from the live run's."""
+    if set(saved) != set(live):
+        missing, extra = sorted(set(live) - set(saved)), sorted(set(saved) - set(live))
+        detail = f"lacks {', '.join(missing[:3])}" if missing else f"has unused arrays ({', '.join(extra[:3])})"
+        raise CheckpointError(f"its {what} state {detail}: it belongs to another network or optimiser")
+    for name, value in live.items():
+        if saved[name].shape != value.shape or saved[name].dtype != value.dtype:
+            raise CheckpointError(
+                f"its {what} array {name} is {saved[name].dtype} {saved[name].shape}, but this run's is "
+                f"{value.dtype} {value.shape}: it belongs to another network or optimiser"
+            )
 
 
 def network_copy(network: Network) -> dict[str, np.ndarray]:

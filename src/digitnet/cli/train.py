@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from ..augment import STRENGTHS
-from ..errors import TrainingDiverged, TrainingFailed
+from ..checkpoint import Checkpoint, check_resumable, load_checkpoint, save_checkpoint
+from ..errors import CheckpointError, TrainingDiverged, TrainingFailed
 from ..experiment import ExperimentConfig, ExperimentResult, run
 from ..nn.architectures import ARCHITECTURES
 from ..optim import OPTIMIZERS, SCHEDULES
 from ..recipes import PRESETS, default_config
-from ..train import EpochRecord, Reporter
+from ..train import EpochRecord, Reporter, TrainingInterrupted, TrainState
 from .common import (
     DEFAULT_MODEL,
     DatasetName,
@@ -183,6 +186,28 @@ def recipe_help(field: str) -> str:
     is_flag=True,
     help="Save the model even if training ended at chance level (it is refused otherwise).",
 )
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(1),
+    default=None,
+    metavar="N",
+    help="Write a checkpoint every N epochs, to resume from with --resume. Ctrl+C always writes one.",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where checkpoints are written [default: next to --out, model.checkpoint.npz for model.npz].",
+)
+@click.option(
+    "--resume",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Continue the run a checkpoint holds, exactly as if it had never stopped (its settings are used; "
+    "options that would change them are refused).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results.")
 @data_options
 def train(
@@ -206,6 +231,9 @@ def train(
     out,
     plots,
     keep_failed,
+    checkpoint_every,
+    checkpoint_path,
+    resume,
     as_json,
     data_dir,
     cache_dir,
@@ -216,39 +244,45 @@ def train(
     With no options: the 784-128-10 network with digitnet's tuned recipe.
     """
     check_writable_file(out, "--out")  # found now, not after minutes of training
+    checkpoint_path = checkpoint_path or default_checkpoint_path(out)
+    check_writable_file(checkpoint_path, "--checkpoint")
     if plots is not None:
         check_writable_folder(plots, "--plots")
     named = PRESETS[preset]
-    config = ExperimentConfig(
-        dataset=dataset,
-        model=model_name or named.get("model", "mlp"),
-        hidden=hidden,
-        augment=augment or named.get("augment"),
-        seed=seed,
-        val_size=val_size,
-        dtype=dtype,
-        threads=threads,
-        recipe={
-            key: value
-            for key, value in {
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "optimizer": optimizer,
-                "lr": lr,
-                "schedule": schedule,
-                "weight_decay": weight_decay,
-                "label_smoothing": label_smoothing,
-                "patience": patience,
-            }.items()
-            if value is not None
-        },
-    )
-    data = load_dataset_for_cli(dataset, data_dir, cache_dir, openml)
-    if val_size is not None and val_size >= len(data.train_labels):
+    settings = {
+        "dataset": dataset,
+        "model": model_name or named.get("model", "mlp"),
+        "hidden": hidden,
+        "augment": augment or named.get("augment"),
+        "seed": seed,
+        "val_size": val_size,
+        "dtype": dtype,
+        "threads": threads,
+    }
+    recipe = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "lr": lr,
+        "schedule": schedule,
+        "weight_decay": weight_decay,
+        "label_smoothing": label_smoothing,
+        "patience": patience,
+    }
+    saved = load_checkpoint(resume) if resume is not None else None
+    if saved is None:
+        config = ExperimentConfig(**settings, recipe={key: value for key, value in recipe.items() if value is not None})
+    else:
+        config = _resumed_config(saved.config, settings, recipe)
+    data = load_dataset_for_cli(config.dataset, data_dir, cache_dir, openml)
+    if saved is not None:
+        check_resumable(saved, config, data, str(resume))
+    if config.val_size is not None and config.val_size >= len(data.train_labels):
         raise click.BadParameter(
             f"must be smaller than the {len(data.train_labels)} training images", param_hint="--val-size"
         )
-    result = _run_with_progress(config, data, out)
+    saving = _CheckpointWriter(checkpoint_path, config, data, checkpoint_every)
+    result = _run_with_progress(config, data, out, saving, saved, resume)
     test_accuracy = result.test_accuracy()
     _refuse_chance_level(result, test_accuracy, out, keep_failed)
     result.network.save(out)
@@ -260,9 +294,64 @@ def train(
     _report(result, test_accuracy, out, as_json)
 
 
-def _run_with_progress(config: ExperimentConfig, data, out: Path) -> ExperimentResult:
-    """:func:`digitnet.experiment.run` with a progress bar on stderr."""
+def default_checkpoint_path(out: Path) -> Path:
+    """``model.npz`` -> ``model.checkpoint.npz``, in the same folder."""
+    return out.with_name(f"{out.stem}.checkpoint.npz")
+
+
+#: ``digitnet train`` parameters that are not settings of the run: they may differ on --resume.
+_NOT_SETTINGS = frozenset(
+    {"out", "plots", "keep_failed", "checkpoint_every", "checkpoint_path", "resume", "as_json", "threads"}
+    | {"data_dir", "cache_dir", "openml"}
+)
+
+
+def _resumed_config(saved: ExperimentConfig, settings: dict, recipe: dict) -> ExperimentConfig:
+    """The checkpoint's configuration with the options given on this command line applied (so that
+    :func:`~digitnet.checkpoint.check_resumable` can name any that would change the run)."""
+    ctx = click.get_current_context()
+    given = {
+        name
+        for name in ctx.params
+        if name not in _NOT_SETTINGS and ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+    }
+    option_of = {"model": "model_name"}
+    changes = {key: value for key, value in settings.items() if option_of.get(key, key) in given}
+    if "preset" in given:
+        changes.setdefault("model", settings["model"])
+        changes.setdefault("augment", settings["augment"])
+    overrides = {key: value for key, value in recipe.items() if key in given}
+    return replace(saved, **changes, threads=settings["threads"], recipe={**saved.recipe, **overrides})
+
+
+class _CheckpointWriter:
+    """Writes a checkpoint every ``every`` epochs (none if ``every`` is ``None``), and on Ctrl+C."""
+
+    def __init__(self, path: Path, config: ExperimentConfig, data, every: int | None) -> None:
+        self.path, self.config, self.data, self.every = path, config, data, every
+
+    def __call__(self, state: TrainState) -> None:
+        if self.every is not None and state.epoch % self.every == 0:
+            save_checkpoint(self.path, self.config, state, self.data)
+
+    def interrupted(self, state: TrainState, out: Path) -> None:
+        """Save ``state`` and say how to continue; exit with 130, the shell's code for Ctrl+C."""
+        save_checkpoint(self.path, self.config, state, self.data)
+        command = f"digitnet train --resume {self.path}" + (f" --out {out}" if str(out) != DEFAULT_MODEL else "")
+        status_console.print(
+            f"Interrupted: saved a checkpoint after epoch {state.epoch} of {self.config.train_config().epochs} "
+            f"to {self.path}. Resume with: {command}"
+        )
+        click.get_current_context().exit(130)
+
+
+def _run_with_progress(
+    config: ExperimentConfig, data, out: Path, saving: _CheckpointWriter, saved: Checkpoint | None, resume: Path | None
+) -> ExperimentResult:
+    """:func:`digitnet.experiment.run` with a progress bar on stderr, checkpoints and Ctrl+C handled."""
     recipe = config.train_config()
+    if saved is not None:
+        status_console.print(f"Resuming from {resume} after epoch {saved.state.epoch} of {recipe.epochs}.")
     status_console.print(
         f"Training {config.model} on {data.name}; {recipe.optimizer} lr {recipe.lr:g}, "
         f"batch {recipe.batch_size}, {recipe.epochs} epochs, augmentation "
@@ -275,11 +364,17 @@ def _run_with_progress(config: ExperimentConfig, data, out: Path) -> ExperimentR
         TextColumn("loss {task.fields[loss]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=status_console, transient=True) as progress:
-        try:
-            return run(config, data, reporter=ProgressReporter(progress))
-        except TrainingDiverged as error:
-            raise TrainingDiverged(f"{error} Nothing was written to {out}.") from None
+    try:
+        with Progress(*columns, console=status_console, transient=True) as progress:
+            start = saved.state if saved is not None else None
+            return run(config, data, reporter=ProgressReporter(progress), start=start, on_epoch_end=saving)
+    except TrainingDiverged as error:
+        raise TrainingDiverged(f"{error} Nothing was written to {out}.") from None
+    except CheckpointError as error:
+        raise CheckpointError(f"{resume}: {error}; start the run again without --resume.") from None
+    except TrainingInterrupted as interrupt:
+        saving.interrupted(interrupt.state, out)
+        raise  # not reached: interrupted() exits
 
 
 def _refuse_chance_level(result: ExperimentResult, test_accuracy: float, out: Path, keep_failed: bool) -> None:

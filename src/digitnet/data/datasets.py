@@ -37,7 +37,8 @@ class Dataset:
     class_names : tuple of str
         Name of each label value, indexed by label.
     train_images, test_images : numpy.ndarray
-        ``uint8`` arrays of shape ``(N, H, W)``, 0 = background, 255 = full ink.
+        ``uint8`` arrays of shape ``(N, H, W)``, 0 = background, 255 = full ink; or float32 or
+        float64 arrays on the [0, 1] scale (the scikit-learn estimator's input).
     train_labels, test_labels : numpy.ndarray
         ``uint8`` arrays of shape ``(N,)`` with values in ``range(num_classes)``.
     """
@@ -54,8 +55,10 @@ class Dataset:
         for split in ("train", "test"):
             images = getattr(self, f"{split}_images")
             labels = getattr(self, f"{split}_labels")
-            if images.dtype != np.uint8 or images.ndim != 3:
-                raise ValueError(f"{split}_images must be uint8 (N, H, W), got {images.dtype} {images.shape}")
+            if images.ndim != 3 or not (images.dtype == np.uint8 or images.dtype in (np.float32, np.float64)):
+                raise ValueError(
+                    f"{split}_images must be uint8 or float (N, H, W) arrays, got {images.dtype} {images.shape}"
+                )
             if labels.dtype != np.uint8 or labels.shape != images.shape[:1]:
                 raise ValueError(
                     f"{split}_labels must be uint8 of shape {images.shape[:1]}, got {labels.dtype} {labels.shape}"
