@@ -28,6 +28,7 @@ from .metrics import accuracy
 from .nn import Network
 from .nn.architectures import ARCHITECTURES, build_network
 from .recipes import resolve_recipe
+from .threads import choose_threads, cpu_count, parse_threads
 from .train import History, Reporter, TrainConfig, pixel_statistics, split_validation, train
 
 
@@ -52,8 +53,9 @@ class ExperimentConfig:
         Training images held out for validation; ``None`` holds out one in twelve.
     dtype : str
         ``float32`` (fast) or ``float64`` (for gradient checks).
-    threads : int or None
-        BLAS threads; ``None`` uses every core this process may run on.
+    threads : int, "auto" or None
+        BLAS threads. ``"auto"`` (or ``None``) measures at the start whether more than one thread
+        pays for this network (:mod:`digitnet.threads`); an integer fixes the number.
     recipe : dict
         Overrides of the model's recipe, by :class:`~digitnet.train.TrainConfig` field name.
     """
@@ -65,7 +67,7 @@ class ExperimentConfig:
     seed: int = 0
     val_size: int | None = None
     dtype: str = "float32"
-    threads: int | None = None
+    threads: int | str | None = "auto"
     recipe: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -81,6 +83,7 @@ class ExperimentConfig:
         if unknown:
             raise ValueError(f"unknown recipe settings {sorted(unknown)}")
         object.__setattr__(self, "hidden", tuple(int(size) for size in self.hidden))
+        object.__setattr__(self, "threads", parse_threads(self.threads) or "auto")
 
     @property
     def augment_strength(self) -> str | None:
@@ -115,6 +118,8 @@ class ExperimentResult:
     history: History
     data: Dataset
     _test_accuracy: float | None = field(default=None, repr=False)
+    #: The BLAS threads training ran with (``auto`` resolved).
+    threads_used: int | None = None
 
     def test_accuracy(self) -> float:
         """Accuracy on the official test set (computed once, recorded in the model's metadata).
@@ -123,21 +128,12 @@ class ExperimentResult:
         figure meaningless.
         """
         if self._test_accuracy is None:
-            with threadpool_limits(limits=self.config.threads or cpu_count()):
+            threads = self.threads_used or cpu_count()
+            with threadpool_limits(limits=threads):
                 predicted = self.network.predict(self.data.test_images)
             self._test_accuracy = accuracy(self.data.test_labels, predicted)
             self.network.metadata.setdefault("metrics", {})["test_accuracy"] = self._test_accuracy
         return self._test_accuracy
-
-
-def cpu_count() -> int:
-    """Cores this process may use (respects CPU affinity and container limits where visible)."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def run(config: ExperimentConfig, data: Dataset | None = None, *, reporter: Reporter | None = None) -> ExperimentResult:
@@ -168,7 +164,8 @@ def run(config: ExperimentConfig, data: Dataset | None = None, *, reporter: Repo
     split = prepare_split(network, data, train_index, val_index)
     # Empty (black) pixels in the network's normalised units, for the area shifted into view.
     augmenter = make_augmenter(config.augment_strength, background=(0 - network.mean) / network.std)
-    with threadpool_limits(limits=config.threads or cpu_count()):
+    threads = choose_threads(parse_threads(config.threads), network, train_config.batch_size, network.dtype)
+    with threadpool_limits(limits=threads):
         history = train(
             network,
             split.x_train,
@@ -194,12 +191,13 @@ def run(config: ExperimentConfig, data: Dataset | None = None, *, reporter: Repo
                 "val_size": len(val_index),
                 "train_size": len(train_index),
                 "dtype": config.dtype,
+                "threads": threads,
             },
             "metrics": {"train_seconds": history.train_seconds},
             "history": history.to_list(),
         }
     )
-    return ExperimentResult(config, train_config, network, history, data)
+    return ExperimentResult(config, train_config, network, history, data, threads_used=threads)
 
 
 def validation_size(config: ExperimentConfig, data: Dataset) -> int:
