@@ -291,6 +291,9 @@ class MaxPool2D(Layer):
         # Every input is written below when the windows tile the input exactly; otherwise the
         # inputs outside every window must read 0.
         grad_x = (np.empty_like if covers_input else np.zeros_like)(x, dtype=grad_out.dtype)
+        # The output gradient in the memory order of argmax (that of the input, batch-last after a
+        # convolution): one transposing copy here instead of four scattered writes below.
+        grad_out = _like_layout(grad_out, argmax)
         overlapping = self.stride < self.pool_size
         for index, window in self._window_offsets(out_h, out_w):
             if overlapping:  # several windows may share an input: add their contributions
@@ -304,3 +307,11 @@ class MaxPool2D(Layer):
 
     def config(self) -> dict[str, Any]:
         return {"pool_size": self.pool_size, "stride": self.stride}
+
+
+def _like_layout(a: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``a`` (the shape of ``like``) in the memory order of ``like``: copied only if it differs."""
+    order = np.argsort([-stride for stride in like.strides], kind="stable")  # slowest axis first
+    if list(order) == list(np.argsort([-stride for stride in a.strides], kind="stable")):
+        return a
+    return np.ascontiguousarray(a.transpose(order)).transpose(np.argsort(order))
