@@ -329,6 +329,7 @@ def mlp_systems(threads: int, epochs: int | None) -> dict[str, list[str]]:
         f"digitnet --threads {threads} (old default)": [*digitnet, "--threads", str(threads)],
         "digitnet --threads 1": [*digitnet, "--threads", "1"],
         f"PyTorch, {threads} threads": torch,
+        "PyTorch, 1 thread": [*torch[:-4], "--threads", "1", *torch[-2:]],
     }
 
 
