@@ -326,3 +326,27 @@ def test_conv2d_inference_in_chunks_matches_one_batch(rng, monkeypatch):
     np.testing.assert_allclose(layer.forward(x, training=False), whole, rtol=1e-12, atol=1e-14)
     with pytest.raises(RuntimeError, match="training=True"):
         layer.backward(np.ones_like(whole))
+
+
+def test_training_buffers_kept_between_batches_give_a_fresh_layers_results(rng):
+    """The work arrays a convolution keeps from batch to batch (also across a shorter last batch)
+    never leak one batch's values into the next: outputs and gradients equal a fresh layer's."""
+    kept = conv64(3, 4, 3, "same", rng)
+    for n in (5, 2, 5):
+        fresh = conv64(3, 4, 3, "same", np.random.default_rng(0))
+        fresh.params["W"][...], fresh.params["b"][...] = kept.params["W"], kept.params["b"]
+        x = rng.standard_normal((n, 3, 6, 7))
+        grad = rng.standard_normal((n, 4, 6, 7))
+        np.testing.assert_array_equal(kept.forward(x, training=True), fresh.forward(x, training=True))
+        np.testing.assert_array_equal(kept.backward(grad), fresh.backward(grad))
+        np.testing.assert_array_equal(kept.grads["W"], fresh.grads["W"])
+
+
+def test_a_gradient_returned_by_backward_survives_the_next_batch(rng):
+    layer = conv64(2, 3, 3, "same", rng)
+    layer.forward(rng.standard_normal((4, 2, 5, 5)), training=True)
+    first = layer.backward(rng.standard_normal((4, 3, 5, 5)))
+    saved = first.copy()
+    layer.forward(rng.standard_normal((4, 2, 5, 5)), training=True)
+    layer.backward(rng.standard_normal((4, 3, 5, 5)))
+    np.testing.assert_array_equal(first, saved)

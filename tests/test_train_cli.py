@@ -36,6 +36,8 @@ def assert_clean_refusal(result, *phrases):
         ("--seed", "-1", "not in the range"),
         ("--hidden", "100000000", "at most 65536 units"),
         ("--hidden", "12,x", "comma-separated"),
+        ("--threads", "0", "neither 'auto' nor a positive whole number"),
+        ("--threads", "many", "neither 'auto' nor a positive whole number"),
     ],
 )
 def test_impossible_settings_are_refused_by_the_parser(option, value, phrase):

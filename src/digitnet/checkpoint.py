@@ -162,7 +162,8 @@ def checkpoint_metadata(config: ExperimentConfig, state: TrainState, data: Datas
     """The JSON object of a checkpoint of ``state`` in the run ``config`` on ``data``."""
     from . import __version__
 
-    skipped = ("recipe", "threads")  # the recipe is saved resolved, as "training"; threads do not change results
+    # The recipe is saved resolved, as "training"; threads may differ on resume (see README).
+    skipped = ("recipe", "threads")
     experiment = {f.name: getattr(config, f.name) for f in fields(ExperimentConfig) if f.name not in skipped}
     return {
         "format": FORMAT_NAME,
@@ -319,7 +320,8 @@ def _checkpoint_from(schema: CheckpointSchema, arrays: dict[str, dict[str, np.nd
 def config_difference(saved: ExperimentConfig, requested: ExperimentConfig) -> str | None:
     """The first setting in which two runs differ, as ``"lr 0.003, not 0.01"``; ``None`` if none does.
 
-    ``threads`` is not compared: it changes speed, not results.
+    ``threads`` is not compared: a run may resume on another machine. One and two BLAS threads
+    round differently, so a resume is bit-identical only with the same number of threads.
     """
     left = {**asdict(saved), **saved.train_config().to_dict()}
     right = {**asdict(requested), **requested.train_config().to_dict()}

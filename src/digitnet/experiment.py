@@ -11,7 +11,9 @@ tests) calls :func:`run`, so a run is set up in exactly one place::
 
 The order of random draws is part of the contract: one generator, seeded with ``config.seed``,
 first splits off the validation images, then initialises the weights, then shuffles and distorts
-the batches. The same configuration therefore gives the same network, bit for bit, whoever runs it.
+the batches. The same configuration therefore gives the same network, bit for bit, whoever runs it
+with the same number of BLAS threads (one and two threads round some products differently;
+``threads="auto"`` records the number it chose in the model file's ``training.threads``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .metrics import accuracy
 from .nn import Network
 from .nn.architectures import ARCHITECTURES, build_network
 from .recipes import resolve_recipe
+from .threads import choose_threads, cpu_count, parse_threads
 from .train import History, Reporter, TrainConfig, TrainState, pixel_statistics, split_validation, train
 
 
@@ -56,8 +59,9 @@ class ExperimentConfig:
         Training images held out for validation; ``None`` holds out one in twelve.
     dtype : str
         ``float32`` (fast) or ``float64`` (for gradient checks).
-    threads : int or None
-        BLAS threads; ``None`` uses every core this process may run on.
+    threads : int, "auto" or None
+        BLAS threads. ``"auto"`` (or ``None``) measures at the start whether more than one thread
+        pays for this network (:mod:`digitnet.threads`); an integer fixes the number.
     recipe : dict
         Overrides of the model's recipe, by :class:`~digitnet.train.TrainConfig` field name.
     """
@@ -69,7 +73,7 @@ class ExperimentConfig:
     seed: int = 0
     val_size: int | None = None
     dtype: str = "float32"
-    threads: int | None = None
+    threads: int | str | None = "auto"
     recipe: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -85,6 +89,7 @@ class ExperimentConfig:
         if unknown:
             raise ValueError(f"unknown recipe settings {sorted(unknown)}")
         object.__setattr__(self, "hidden", tuple(int(size) for size in self.hidden))
+        object.__setattr__(self, "threads", parse_threads(self.threads) or "auto")
 
     @property
     def augment_strength(self) -> str | None:
@@ -120,6 +125,8 @@ class ExperimentResult:
     data: Dataset
     state: TrainState | None = field(default=None, repr=False)
     _test_accuracy: float | None = field(default=None, repr=False)
+    #: The BLAS threads training ran with (``auto`` resolved).
+    threads_used: int | None = None
 
     def test_accuracy(self) -> float:
         """Accuracy on the official test set (computed once, recorded in the model's metadata).
@@ -128,21 +135,12 @@ class ExperimentResult:
         figure meaningless.
         """
         if self._test_accuracy is None:
-            with threadpool_limits(limits=self.config.threads or cpu_count()):
+            threads = self.threads_used or cpu_count()
+            with threadpool_limits(limits=threads):
                 predicted = self.network.predict(self.data.test_images)
             self._test_accuracy = accuracy(self.data.test_labels, predicted)
             self.network.metadata.setdefault("metrics", {})["test_accuracy"] = self._test_accuracy
         return self._test_accuracy
-
-
-def cpu_count() -> int:
-    """Cores this process may use (respects CPU affinity and container limits where visible)."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def run(
@@ -207,7 +205,8 @@ def run(
         background=(0 - network.mean) / network.std,
         full_ink=(1 - network.mean) / network.std,
     )
-    with threadpool_limits(limits=config.threads or cpu_count()):
+    threads = choose_threads(parse_threads(config.threads), network, train_config.batch_size, network.dtype)
+    with threadpool_limits(limits=threads):
         history = train(
             network,
             split.x_train,
@@ -235,12 +234,15 @@ def run(
                 "val_size": len(val_index),
                 "train_size": len(train_index),
                 "dtype": config.dtype,
+                "threads": threads,
             },
             "metrics": {"train_seconds": history.train_seconds},
             "history": history.to_list(),
         }
     )
-    return ExperimentResult(config, train_config, network, history, data, states[0] if states else None)
+    return ExperimentResult(
+        config, train_config, network, history, data, states[0] if states else None, threads_used=threads
+    )
 
 
 def validation_size(config: ExperimentConfig, data: Dataset) -> int:

@@ -77,7 +77,8 @@ class DigitnetClassifier(ClassifierMixin, BaseEstimator):
         An int is the run's seed (``random_state=4`` trains what ``digitnet train --seed 4`` does on
         the same data); ``None`` draws a seed from NumPy's global generator.
     threads : int, optional
-        BLAS threads; ``None`` uses every core.
+        BLAS threads; ``None`` measures at the start of each fit whether more than one pays
+        (``digitnet train --threads auto``).
 
     Attributes
     ----------

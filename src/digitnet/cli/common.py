@@ -151,6 +151,22 @@ class FiniteFloat(click.ParamType):
         return number
 
 
+class ThreadCount(click.ParamType):
+    """``auto`` or a positive whole number of threads."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx) -> int | str:
+        if isinstance(value, int) and value >= 1:
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"{value!r} is neither 'auto' nor a positive whole number", param, ctx)
+
+
 def check_writable_file(path: Path, option: str) -> None:
     """Refuse, before any work starts, an output file that could not be written at the end."""
     if not str(path) or path.name == "":

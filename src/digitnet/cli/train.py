@@ -22,6 +22,7 @@ from .common import (
     DEFAULT_MODEL,
     DatasetName,
     FiniteFloat,
+    ThreadCount,
     check_writable_file,
     check_writable_folder,
     data_options,
@@ -167,7 +168,14 @@ def recipe_help(field: str) -> str:
     help="Seeds the run's one random generator: the validation split, the initial weights, "
     "the batch order and the distortions. The same seed gives the same model.",
 )
-@click.option("--threads", type=click.IntRange(1), default=None, help="BLAS threads [default: the number of cores].")
+@click.option(
+    "--threads",
+    type=ThreadCount(),
+    default="auto",
+    show_default=True,
+    help="BLAS threads: a number, or auto to measure at the start whether more than one pays for "
+    "this network (one thread for small ones, which also survives a busy machine).",
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -403,6 +411,7 @@ def _report(result: ExperimentResult, test_accuracy: float, out: Path, as_json: 
                     "architecture": result.network.describe(),
                     "config": result.train_config.to_dict(),
                     "stopped_early": history.stopped_early,
+                    "threads": result.threads_used,
                 },
                 allow_nan=False,
             )
@@ -410,5 +419,6 @@ def _report(result: ExperimentResult, test_accuracy: float, out: Path, as_json: 
     else:
         status_console.print(
             f"Test accuracy [bold]{test_accuracy:.2%}[/bold] after "
-            f"{history.train_seconds:.1f} s of training. Saved the model to {out}."
+            f"{history.train_seconds:.1f} s of training ({result.threads_used} BLAS "
+            f"thread{'' if result.threads_used == 1 else 's'}). Saved the model to {out}."
         )

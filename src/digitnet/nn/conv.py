@@ -4,18 +4,26 @@ Both layers follow the contract in :mod:`digitnet.nn.layers`. The convolution is
 *im2col* construction: copy every ``kh x kw`` input patch into a column of one large matrix, so that
 the whole layer is a single matrix product (and its backward pass two more)::
 
-    cols[(c, i, j), (n, y, x)] = x_padded[n, c, y + i, x + j]
-    out[f, (n, y, x)]          = sum_k W[f, k] cols[k, (n, y, x)] + b[f]
+    cols[(c, i, j), (y, x, n)] = x_padded[n, c, y + i, x + j]
+    out[f, (y, x, n)]          = sum_k W[f, k] cols[k, (y, x, n)] + b[f]
 
-    dL/dW    = g @ cols.T          (g = dL/d(out) as an (F, N*Ho*Wo) matrix)
-    dL/db    = g summed over (n, y, x)
+    dL/dW    = g @ cols.T          (g = dL/d(out) as an (F, Ho*Wo*N) matrix)
+    dL/db    = g summed over (y, x, n)
     dL/dcols = W.T @ g             and col2im adds each column back onto the patch it came from.
 
-Why the memory layout is ``(C, N, H, W)`` inside: the product above yields ``(F, N, Ho, Wo)``
-directly, and the next convolution wants exactly that channel-major order for its own columns. So a
-layer returns its output as a *transposed view* with the logical shape ``(N, C, H, W)`` that every
-other layer (and PyTorch) expects, while the bytes stay channel-major; elementwise layers keep that
-layout (NumPy preserves memory order), and the next convolution reads it back without a copy.
+Why the memory layout is ``(C, H, W, N)`` inside (the batch fastest): the product above yields
+``(F, Ho, Wo, N)`` directly, and the next convolution wants exactly that order for its own
+columns. So a layer returns its output as a *transposed view* with the logical shape
+``(N, C, H, W)`` that every other layer (and PyTorch) expects, while the bytes stay batch-last;
+elementwise layers keep that layout (NumPy preserves memory order), and the next convolution reads
+it back without a copy. With the batch innermost, the rows of every patch copy (im2col) and every
+patch sum (col2im) are ``Wo * N`` values long instead of ``Wo``: on the 14x14 maps of the default
+CNN that made both two to three times faster than the channel-major ``(C, N, H, W)`` layout used
+before, at the same matrix products. The weights keep PyTorch's layout, so model files do not change.
+
+During training the padded input, the column matrix and the gradient buffers are kept from one
+batch to the next (same shapes every batch): no fresh allocation per step. Inference allocates
+its own arrays, so that several threads may predict with one network at once.
 """
 
 from __future__ import annotations
@@ -88,6 +96,7 @@ class Conv2D(Layer):
         self.params = {"W": weights, "b": np.zeros(out_channels, dtype=dtype)}
         self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
         self.cols: np.ndarray | None = None
+        self._buffers: dict[str, np.ndarray] = {}  # training work arrays, reused batch to batch
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         _, height, width = input_shape
@@ -101,7 +110,7 @@ class Conv2D(Layer):
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if training:
             self.input_shape = x.shape
-            out, self.cols = self._convolve(x)
+            out, self.cols = self._convolve(x, self._buffers)
             return out
         per_image = (
             self.in_channels
@@ -112,54 +121,77 @@ class Conv2D(Layer):
         chunk = max(1, self.inference_chunk_values // max(1, per_image))
         if len(x) <= chunk:
             return self._convolve(x)[0]
-        parts = [self._convolve(x[i : i + chunk])[0].transpose(1, 0, 2, 3) for i in range(0, len(x), chunk)]
-        return np.concatenate(parts, axis=1).transpose(1, 0, 2, 3)  # keep the channel-major layout
+        parts = [self._convolve(x[i : i + chunk])[0].transpose(1, 2, 3, 0) for i in range(0, len(x), chunk)]
+        return np.concatenate(parts, axis=3).transpose(3, 0, 1, 2)  # keep the batch-last layout
 
-    def _convolve(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _buffer(self, buffers: dict[str, np.ndarray] | None, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """A work array: kept in ``buffers`` between training batches, fresh for inference."""
+        if buffers is None:
+            return np.empty(shape, dtype=dtype)
+        kept = buffers.get(name)
+        if kept is None or kept.shape != shape or kept.dtype != dtype:
+            kept = buffers[name] = np.empty(shape, dtype=dtype)
+            if name.startswith("padded"):
+                kept.fill(0)  # the border stays zero; only the interior is ever written
+        return kept
+
+    def _padded(self, x: np.ndarray, buffers: dict[str, np.ndarray] | None) -> np.ndarray:
+        """The input in the ``(C, H, W, N)`` layout with its zero border (no copy without padding
+        when ``x`` came from a convolution)."""
+        n, c, height, width = x.shape
+        (top, bottom), (left, right) = self.pad_h, self.pad_w
+        x_chwn = x.transpose(1, 2, 3, 0)
+        if not (top or bottom or left or right):
+            return x_chwn
+        shape = (c, height + top + bottom, width + left + right, n)
+        padded = self._buffer(buffers, "padded", shape, x.dtype)
+        if buffers is None:
+            padded.fill(0)
+        padded[:, top : top + height, left : left + width] = x_chwn
+        return padded
+
+    def _convolve(self, x: np.ndarray, buffers: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The im2col forward pass for one batch: the output and the column matrix behind it."""
         n, c, height, width = x.shape
         kh, kw = self.kernel_size
-        (top, bottom), (left, right) = self.pad_h, self.pad_w
-        out_h, out_w = height + top + bottom - kh + 1, width + left + right - kw + 1
+        out_h, out_w = self.output_shape((c, height, width))[1:]
         if out_h < 1 or out_w < 1:
             raise ValueError(f"a {kh}x{kw} kernel does not fit a {height}x{width} input")
-        # Channel-major padded input (C, N, Hp, Wp); free of copies when x came from a convolution.
-        x_cnhw = x.transpose(1, 0, 2, 3)
-        if top or bottom or left or right:
-            padded = np.zeros((c, n, height + top + bottom, width + left + right), dtype=x.dtype)
-            padded[:, :, top : top + height, left : left + width] = x_cnhw
-        else:
-            padded = x_cnhw
-        # im2col: one strided copy per kernel offset (i, j) fills the rows (c, i, j) of every column.
-        cols = np.empty((c, kh, kw, n, out_h, out_w), dtype=x.dtype)
+        padded = self._padded(x, buffers)
+        # im2col: one strided copy per kernel offset (i, j) fills the rows (c, i, j) of every column;
+        # each copies rows of out_w * n values (the loop runs over the kernel, never over positions).
+        cols = self._buffer(buffers, "cols", (c, kh, kw, out_h, out_w, n), x.dtype)
         for i in range(kh):
             for j in range(kw):
-                cols[:, i, j] = padded[:, :, i : i + out_h, j : j + out_w]
-        cols = cols.reshape(c * kh * kw, n * out_h * out_w)
+                cols[:, i, j] = padded[:, i : i + out_h, j : j + out_w]
+        cols = cols.reshape(c * kh * kw, out_h * out_w * n)
         out = self.params["W"].reshape(self.out_channels, -1) @ cols
         out += self.params["b"][:, None]
-        return out.reshape(self.out_channels, n, out_h, out_w).transpose(1, 0, 2, 3), cols
+        return out.reshape(self.out_channels, out_h, out_w, n).transpose(3, 0, 1, 2), cols
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         cols = self.saved(self.cols)
         n, c, height, width = self.input_shape
         kh, kw = self.kernel_size
         out_h, out_w = grad_out.shape[2:]
-        # g as an (F, N*Ho*Wo) matrix; no copy when it arrives in the layout forward produced.
-        g = np.ascontiguousarray(grad_out.transpose(1, 0, 2, 3)).reshape(self.out_channels, -1)
+        # g as an (F, Ho*Wo*N) matrix; no copy when it arrives in the layout forward produced.
+        g = np.ascontiguousarray(grad_out.transpose(1, 2, 3, 0)).reshape(self.out_channels, -1)
         np.matmul(g, cols.T, out=self.grads["W"].reshape(self.out_channels, -1))
         np.sum(g, axis=1, out=self.grads["b"])
         if not self.needs_input_grad:
             return None
-        grad_cols = (self.params["W"].reshape(self.out_channels, -1).T @ g).reshape(c, kh, kw, n, out_h, out_w)
+        grad_cols = self._buffer(self._buffers, "grad_cols", cols.shape, g.dtype)
+        np.matmul(self.params["W"].reshape(self.out_channels, -1).T, g, out=grad_cols)
+        grad_cols6 = grad_cols.reshape(c, kh, kw, out_h, out_w, n)
         # col2im: every column entry flows back to the input pixel it was copied from.
         (top, bottom), (left, right) = self.pad_h, self.pad_w
-        grad_padded = np.zeros((c, n, height + top + bottom, width + left + right), dtype=g.dtype)
+        shape = (c, height + top + bottom, width + left + right, n)
+        grad_padded = np.zeros(shape, dtype=g.dtype)  # fresh: the caller may keep the result
         for i in range(kh):
             for j in range(kw):
-                grad_padded[:, :, i : i + out_h, j : j + out_w] += grad_cols[:, i, j]
-        grad_x = grad_padded[:, :, top : top + height, left : left + width]
-        return grad_x.transpose(1, 0, 2, 3)
+                grad_padded[:, i : i + out_h, j : j + out_w] += grad_cols6[:, i, j]
+        grad_x = grad_padded[:, top : top + height, left : left + width]
+        return grad_x.transpose(3, 0, 1, 2)
 
     def summary(self) -> str:
         return (
@@ -259,6 +291,9 @@ class MaxPool2D(Layer):
         # Every input is written below when the windows tile the input exactly; otherwise the
         # inputs outside every window must read 0.
         grad_x = (np.empty_like if covers_input else np.zeros_like)(x, dtype=grad_out.dtype)
+        # The output gradient in the memory order of argmax (that of the input, batch-last after a
+        # convolution): one transposing copy here instead of four scattered writes below.
+        grad_out = _like_layout(grad_out, argmax)
         overlapping = self.stride < self.pool_size
         for index, window in self._window_offsets(out_h, out_w):
             if overlapping:  # several windows may share an input: add their contributions
@@ -272,3 +307,11 @@ class MaxPool2D(Layer):
 
     def config(self) -> dict[str, Any]:
         return {"pool_size": self.pool_size, "stride": self.stride}
+
+
+def _like_layout(a: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``a`` (the shape of ``like``) in the memory order of ``like``: copied only if it differs."""
+    order = np.argsort([-stride for stride in like.strides], kind="stable")  # slowest axis first
+    if list(order) == list(np.argsort([-stride for stride in a.strides], kind="stable")):
+        return a
+    return np.ascontiguousarray(a.transpose(order)).transpose(np.argsort(order))

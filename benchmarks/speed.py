@@ -1,0 +1,440 @@
+#!/usr/bin/env python
+"""Training speed side by side with PyTorch: the CNN's epoch, its time to accuracy, and the MLP on a busy machine.
+
+Three parts, each one command (run from the repository root; ``--quick`` gives a short check)::
+
+    python benchmarks/speed.py cnn-epoch      --rounds 15 --out cnn_epoch.json
+    python benchmarks/speed.py cnn-accuracy   --seeds 0,1,2 --out cnn_accuracy.json
+    python benchmarks/speed.py mlp-contention --rounds 3 --out mlp_contention.json
+
+``cnn-epoch``
+    digitnet's CNN (``digitnet train --model cnn``'s network) and PyTorch's same network train on
+    the same batches, with the same batch size and threads. Each round times a few steps of one,
+    then of the other (in alternating order), and the figures are medians over rounds, so that a
+    shared machine's load hits both alike. The same process measures the float32 GEMM peak (a
+    2048-square product) and reports the fraction of it each framework's epoch reaches, counting the
+    multiply-adds of the convolutions and dense layers (forward, weight and input gradients).
+``cnn-accuracy``
+    Full training runs, seed by seed, alternating: ``digitnet train --model cnn`` (its recipe,
+    through :func:`digitnet.experiment.run`) and PyTorch's same network with its usual MNIST recipe
+    (Adam 1e-3, constant rate, no augmentation, batch 128, as many epochs). Test accuracy is measured
+    after each epoch, outside the timed part; it reports training seconds to 99.0% and 99.3%.
+``mlp-contention``
+    The default MLP (``digitnet train``) with ``--threads auto``, with every core (the old default)
+    and with one thread, and PyTorch's 784-128-10 with every core, each in its own process, on the
+    quiet machine and beside one CPU-bound competing process (``python -c "while True: pass"``).
+    Rounds interleave every system and both conditions; figures are medians of training seconds.
+
+Prints Markdown tables; ``--out`` writes every raw number as JSON. Compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from cnn_vs_torch import load_images, numpy_cnn_steps, torch_cnn_steps  # noqa: E402
+
+EPOCH_IMAGES = 55_000
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def gemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a large float32 matrix product with ``threads`` BLAS threads (best of ``repeats``)."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    c = np.empty_like(a)
+    with threadpool_limits(threads):
+        np.matmul(a, b, out=c)
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            np.matmul(a, b, out=c)
+            best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best / 1e9
+
+
+def cnn_step_flops(batch_size: int) -> int:
+    """Multiply-adds x 2 of one training step of the default CNN: every product of the forward
+    pass, and for backward the weight gradients plus the input gradients (none for the first layer)."""
+    from digitnet.nn.architectures import build_cnn
+    from digitnet.nn.conv import Conv2D
+    from digitnet.nn.layers import Dense
+
+    network = build_cnn(rng=np.random.default_rng(0))
+    shape: tuple[int, ...] = network.input_shape
+    total, first = 0, True
+    for layer in network.layers:
+        out = layer.output_shape(shape)
+        if isinstance(layer, Conv2D):
+            kh, kw = layer.kernel_size
+            forward = 2 * layer.out_channels * layer.in_channels * kh * kw * out[1] * out[2]
+        elif isinstance(layer, Dense):
+            forward = 2 * layer.in_features * layer.out_features
+        else:
+            forward = 0
+        if forward:
+            total += forward * (2 if first else 3)
+            first = False
+        shape = out
+    return total * batch_size
+
+
+# -- cnn-epoch ------------------------------------------------------------------------------------
+
+
+def cnn_epoch(args) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    x, labels = load_images(10_000, rng)
+    steps = args.steps_per_round
+    total = args.rounds * steps
+    with threadpool_limits(args.threads):
+        peak = gemm_peak(args.threads)
+        ours = numpy_cnn_steps(x, labels, args.batch_size, total, warmup=3)
+        theirs = torch_cnn_steps(x, labels, args.batch_size, total, warmup=3, threads=args.threads)
+        results: dict[str, Any] = {}
+        pending = {"digitnet": ours, "torch": theirs}
+        for round_ in range(args.rounds):  # round 0 also runs the warm-up steps
+            order = list(pending) if round_ % 2 == 0 else list(reversed(pending))
+            for name in order:
+                for _ in range(steps + (3 if round_ == 0 else 0)):
+                    try:
+                        next(pending[name])
+                    except StopIteration as done:
+                        results[name] = done.value
+                        break
+        for name, stepper in pending.items():
+            if name not in results:
+                try:
+                    while True:
+                        next(stepper)
+                except StopIteration as done:
+                    results[name] = done.value
+        peak_end = gemm_peak(args.threads)
+    batches = int(np.ceil(EPOCH_IMAGES / args.batch_size))
+    flops = cnn_step_flops(args.batch_size) * batches
+    peak_gflops = max(peak, peak_end)
+    summary = {}
+    for name, result in results.items():
+        epoch = result["seconds_per_batch"] * batches
+        summary[name] = {
+            "epoch_seconds": epoch,
+            "epoch_cpu_seconds": result["cpu_seconds_per_batch"] * batches,
+            "gflops": flops / epoch / 1e9,
+            "fraction_of_peak": flops / epoch / 1e9 / peak_gflops,
+        }
+    return {
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "gemm_peak_gflops": peak_gflops,
+        "gemm_peak_gflops_start_end": [peak, peak_end],
+        "epoch_flops": flops,
+        "summary": summary,
+        "per_layer_seconds_per_batch": results["digitnet"]["per_layer_seconds_per_batch"],
+    }
+
+
+def print_cnn_epoch(result: dict[str, Any]) -> None:
+    s = result["summary"]
+    print(
+        f"\n### CNN epoch of {EPOCH_IMAGES:,} images, batch {result['batch_size']}, {result['threads']} threads "
+        f"(GEMM peak {result['gemm_peak_gflops']:.0f} GFLOP/s, {result['epoch_flops'] / 1e12:.2f} TFLOP an epoch)\n"
+    )
+    print("| framework | s / epoch | ratio | CPU s / epoch | ratio | GFLOP/s | of GEMM peak |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in ("digitnet", "torch"):
+        row = s[name]
+        print(
+            f"| {name} | {row['epoch_seconds']:.1f} | {row['epoch_seconds'] / s['torch']['epoch_seconds']:.2f}x | "
+            f"{row['epoch_cpu_seconds']:.1f} | {row['epoch_cpu_seconds'] / s['torch']['epoch_cpu_seconds']:.2f}x | "
+            f"{row['gflops']:.1f} | {row['fraction_of_peak']:.0%} |"
+        )
+
+
+# -- cnn-accuracy ---------------------------------------------------------------------------------
+
+
+def digitnet_cnn_run(seed: int, threads: int | str, epochs: int | None) -> dict[str, Any]:
+    """``digitnet train --model cnn`` through experiment.run, with test accuracy after each epoch."""
+    from digitnet.data import load_dataset
+    from digitnet.experiment import ExperimentConfig, run
+    from digitnet.train import Reporter, accuracy_of
+
+    data = load_dataset("mnist")
+    seconds: list[float] = []
+    accuracies: list[float] = []
+    state: dict[str, Any] = {}
+
+    class TestEachEpoch(Reporter):
+        def epoch_done(self, record, epochs):  # outside the timed part of the epoch
+            network = state["network"]
+            x_test = network.prepare(data.test_images)
+            seconds.append(record.seconds)
+            accuracies.append(accuracy_of(network, x_test, data.test_labels.astype(np.int64)))
+
+    import digitnet.experiment as experiment
+
+    original = experiment.build_for
+
+    def build_and_keep(*a, **k):
+        state["network"] = original(*a, **k)
+        return state["network"]
+
+    experiment.build_for = build_and_keep
+    try:
+        recipe = {"epochs": epochs} if epochs else {}
+        result = run(
+            ExperimentConfig(model="cnn", seed=seed, threads=threads, recipe=recipe), data, reporter=TestEachEpoch()
+        )
+    finally:
+        experiment.build_for = original
+    return {"epoch_seconds": seconds, "test_accuracy": accuracies, "threads": result.threads_used}
+
+
+def torch_cnn_run(seed: int, threads: int, epochs: int, batch_size: int = 128) -> dict[str, Any]:
+    """PyTorch's same CNN with its usual recipe: Adam 1e-3, constant rate, no augmentation."""
+    import torch
+    from torch import nn
+
+    from digitnet.data import load_dataset
+    from digitnet.train import pixel_statistics
+
+    data = load_dataset("mnist")
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    mean, std = pixel_statistics(data.train_images)
+
+    def prepare(images):
+        return torch.from_numpy(((images / 255 - mean) / std).astype(np.float32).reshape(-1, 1, 28, 28))
+
+    x, y = prepare(data.train_images), torch.from_numpy(data.train_labels.astype(np.int64))
+    x_test, y_test = prepare(data.test_images), torch.from_numpy(data.test_labels.astype(np.int64))
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(16, 32, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10),
+    )  # fmt: skip
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(seed)
+    seconds, accuracies = [], []
+    for _ in range(epochs):
+        model.train()
+        started = time.perf_counter()
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), batch_size):
+            index = order[start : start + batch_size]
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x[index]), y[index]).backward()
+            optimizer.step()
+        seconds.append(time.perf_counter() - started)
+        model.eval()
+        with torch.inference_mode():
+            accuracies.append(float((model(x_test).argmax(dim=1) == y_test).float().mean()))
+    return {"epoch_seconds": seconds, "test_accuracy": accuracies, "threads": threads}
+
+
+def time_to(run: dict[str, Any], threshold: float) -> float | None:
+    """Training seconds until the first epoch that ends at ``threshold`` test accuracy or above."""
+    total = 0.0
+    for seconds, accuracy in zip(run["epoch_seconds"], run["test_accuracy"]):
+        total += seconds
+        if accuracy >= threshold:
+            return total
+    return None
+
+
+def cnn_accuracy(args) -> dict[str, Any]:
+    from digitnet.recipes import default_config
+
+    epochs = args.epochs or default_config("cnn", "light").epochs
+    runs: dict[str, list[dict[str, Any]]] = {"digitnet": [], "torch": []}
+    for i, seed in enumerate(args.seeds):
+        order = ["digitnet", "torch"] if i % 2 == 0 else ["torch", "digitnet"]
+        for name in order:
+            if name == "digitnet":
+                result = digitnet_cnn_run(seed, args.digitnet_threads, args.epochs)
+            else:
+                result = torch_cnn_run(seed, args.threads, epochs)
+            result["seed"] = seed
+            runs[name].append(result)
+            print(
+                f"seed {seed} {name}: {sum(result['epoch_seconds']):.1f} s, test {result['test_accuracy'][-1]:.2%}",
+                file=sys.stderr,
+            )
+    return {"epochs": epochs, "runs": runs}
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def print_cnn_accuracy(result: dict[str, Any]) -> None:
+    print(f"\n### CNN to accuracy (median over seeds; test accuracy after each epoch, {result['epochs']} epochs)\n")
+    print("| framework | final test (each seed) | training s | s to 99.0% | s to 99.3% |")
+    print("|---|---|---:|---:|---:|")
+    rows = {}
+    for name, runs in result["runs"].items():
+        finals = [r["test_accuracy"][-1] for r in runs]
+        rows[name] = {
+            "final": median(finals),
+            "seconds": median([sum(r["epoch_seconds"]) for r in runs]),
+            "to_990": median([time_to(r, 0.99) for r in runs]),
+            "to_993": median([time_to(r, 0.993) for r in runs]),
+        }
+        fmt = lambda v: "not reached" if v is None else f"{v:.1f}"  # noqa: E731
+        each = ", ".join(f"{a:.2%}" for a in finals)
+        print(
+            f"| {name} | {rows[name]['final']:.2%} ({each}) | {rows[name]['seconds']:.1f} | "
+            f"{fmt(rows[name]['to_990'])} | {fmt(rows[name]['to_993'])} |"
+        )
+    if rows["digitnet"]["to_990"] and rows["torch"]["to_990"]:
+        print(f"\nTime to 99.0%: digitnet / PyTorch = {rows['digitnet']['to_990'] / rows['torch']['to_990']:.2f}x")
+    result["summary"] = rows
+
+
+# -- mlp-contention -------------------------------------------------------------------------------
+
+
+#: system -> command line (a list) that trains the default 784-128-10 MLP and prints JSON.
+def mlp_systems(threads: int, epochs: int | None) -> dict[str, list[str]]:
+    digitnet = [sys.executable, "-m", "digitnet", "train", "--json"]
+    if epochs:
+        digitnet += ["--epochs", str(epochs)]
+    torch = [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--worker", "torch-tensors"]
+    torch += ["--threads", str(threads), "--epochs", str(epochs or 8)]
+    return {
+        "digitnet --threads auto": [*digitnet, "--threads", "auto"],
+        f"digitnet --threads {threads} (old default)": [*digitnet, "--threads", str(threads)],
+        "digitnet --threads 1": [*digitnet, "--threads", "1"],
+        f"PyTorch, {threads} threads": torch,
+        "PyTorch, 1 thread": [*torch[:-4], "--threads", "1", *torch[-2:]],
+    }
+
+
+def run_system(command: list[str], out: Path) -> dict[str, Any]:
+    """Train in a fresh process; its training seconds and test accuracy."""
+    if "digitnet" in command:
+        command = [*command, "--out", str(out)]
+    process = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
+    for line in reversed(process.stdout.splitlines()):
+        line = line.removeprefix("@@RESULT@@ ").strip()
+        if line.startswith("{"):
+            result = json.loads(line)
+            if "epoch_seconds" in result:  # compare.py's worker
+                return {"train_seconds": sum(result["epoch_seconds"]), "test_accuracy": result["test_accuracy"][-1]}
+            return {
+                "train_seconds": result["train_seconds"],
+                "test_accuracy": result["test_accuracy"],
+                "threads": result.get("threads"),
+            }
+    return {"error": (process.stderr.strip().splitlines() or ["no output"])[-1]}
+
+
+def mlp_contention(args) -> dict[str, Any]:
+    systems = mlp_systems(args.threads, args.epochs)
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {c: {s: [] for s in systems} for c in ("quiet", "busy")}
+    competitor = [sys.executable, "-c", "while True: pass"]
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "mlp.npz"
+        for round_ in range(args.rounds):
+            for condition in ("quiet", "busy") if round_ % 2 == 0 else ("busy", "quiet"):
+                spinner = subprocess.Popen(competitor) if condition == "busy" else None
+                try:
+                    names = list(systems) if round_ % 2 == 0 else list(reversed(systems))
+                    for name in names:
+                        result = run_system(systems[name], out)
+                        runs[condition][name].append(result)
+                        print(f"round {round_ + 1} {condition:5s} {name}: {result}", file=sys.stderr)
+                finally:
+                    if spinner is not None:
+                        spinner.kill()
+                        spinner.wait()
+    return {"threads": args.threads, "rounds": args.rounds, "epochs": args.epochs, "runs": runs}
+
+
+def print_mlp_contention(result: dict[str, Any]) -> None:
+    print(
+        f"\n### Default MLP: training seconds, quiet and beside one CPU-bound process "
+        f"(median of {result['rounds']} interleaved rounds)\n"
+    )
+    print("| system | quiet s | busy s | busy / quiet | test accuracy (quiet) |")
+    print("|---|---:|---:|---:|---:|")
+    summary = {}
+    for name in result["runs"]["quiet"]:
+        quiet = median([r.get("train_seconds") for r in result["runs"]["quiet"][name]])
+        busy = median([r.get("train_seconds") for r in result["runs"]["busy"][name]])
+        accuracy = median([r.get("test_accuracy") for r in result["runs"]["quiet"][name]])
+        summary[name] = {"quiet_seconds": quiet, "busy_seconds": busy, "test_accuracy": accuracy}
+        if quiet is None or busy is None:
+            print(f"| {name} | failed | | | |")
+            continue
+        print(f"| {name} | {quiet:.2f} | {busy:.2f} | {busy / quiet:.2f}x | {accuracy:.2%} |")
+    result["summary"] = summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("part", choices=["cnn-epoch", "cnn-accuracy", "mlp-contention"])
+    parser.add_argument("--threads", type=int, default=usable_cores(), help="threads for PyTorch and BLAS [cores]")
+    parser.add_argument("--digitnet-threads", default="auto", help="cnn-accuracy: digitnet's --threads [auto]")
+    parser.add_argument("--batch-size", type=int, default=128, help="cnn-epoch [128]")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds [cnn-epoch 15, mlp 3]")
+    parser.add_argument("--steps-per-round", type=int, default=4, help="cnn-epoch: steps per turn [4]")
+    parser.add_argument("--seeds", default="0,1,2", help="cnn-accuracy: comma-separated seeds [0,1,2]")
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs (a short check)")
+    parser.add_argument("--quick", action="store_true", help="a short check: few rounds, 1-2 epochs, one seed")
+    parser.add_argument("--out", type=Path, default=None, help="write every raw number as JSON here")
+    args = parser.parse_args(argv)
+    args.seeds = [int(seed) for seed in args.seeds.split(",") if seed]
+    if args.quick:
+        args.rounds = args.rounds or (4 if args.part == "cnn-epoch" else 1)
+        args.epochs = args.epochs or (1 if args.part == "cnn-accuracy" else 2)
+        args.seeds = args.seeds[:1]
+    args.rounds = args.rounds or (15 if args.part == "cnn-epoch" else 3)
+    started = time.perf_counter()
+    load = os.getloadavg()
+    part = {"cnn-epoch": cnn_epoch, "cnn-accuracy": cnn_accuracy, "mlp-contention": mlp_contention}[args.part]
+    result = part(args)
+    {"cnn-epoch": print_cnn_epoch, "cnn-accuracy": print_cnn_accuracy, "mlp-contention": print_mlp_contention}[
+        args.part
+    ](result)
+    result["facts"] = {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": platform.processor() or platform.machine(),
+        "cores_usable": usable_cores(),
+        "numpy": np.__version__,
+        "load_average_start": load,
+        "load_average_end": os.getloadavg(),
+        "seconds": time.perf_counter() - started,
+    }
+    print(f"\nload average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end", file=sys.stderr)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""How many BLAS threads a training run uses: ``--threads auto`` (the default) or a fixed number.
+
+Multi-threaded BLAS pays only for products large enough to split. On small ones (the 784-128-10
+MLP's are about 26 MFLOP) the threads spend their time waiting for one another, and when another
+process takes one of the cores, every product waits for the thread that lost its core: a run that
+takes 5 s on a quiet machine took 68-184 s beside other training jobs, against 5-10 s with one
+thread. So ``auto`` measures, before training, the network's largest matrix product of one
+training step with one thread and with every core, interleaved, and keeps the extra threads only
+when they make it clearly faster. The probe multiplies random arrays of its own and draws nothing
+from the run's generator. The number of threads can still change the last bits of a product
+(OpenBLAS splits the work differently), so a run repeats bit for bit with the same number of
+threads; the model file records the number used.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .nn import Network
+from .nn.conv import Conv2D
+from .nn.layers import Dense
+
+#: Extra threads are kept only when they make the probed product at least this much faster: a
+#: thread that barely pays on a quiet machine is the one that collapses on a busy one.
+MIN_GAIN = 1.3
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects CPU affinity and container limits where visible)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def parse_threads(value: int | str | None) -> int | None:
+    """``None`` for automatic (``None``, ``"auto"``), else a positive thread count."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    count = int(value)
+    if count < 1:
+        raise ValueError(f"threads must be 'auto' or a positive integer, not {value!r}")
+    return count
+
+
+def largest_product(network: Network, batch_size: int) -> tuple[int, int, int]:
+    """``(m, k, n)`` of the largest matrix product in one training step of ``network``."""
+    shape: tuple[int, ...] = network.input_shape
+    best = (1, 1, 1)
+    for layer in network.layers:
+        if isinstance(layer, Dense):
+            product = (batch_size, layer.in_features, layer.out_features)
+        elif isinstance(layer, Conv2D):
+            out = layer.output_shape(shape)
+            kh, kw = layer.kernel_size
+            product = (layer.out_channels, layer.in_channels * kh * kw, batch_size * out[1] * out[2])
+        else:
+            product = (1, 1, 1)
+        if np.prod(product) > np.prod(best):
+            best = product
+        shape = layer.output_shape(shape)
+    return best
+
+
+def probe_threads(m: int, k: int, n: int, max_threads: int, rounds: int = 5, dtype=np.float32) -> int:
+    """1 or ``max_threads``: whichever runs the products of a layer ``(m, k) @ (k, n)`` faster.
+
+    Times the forward product and the weight gradient's ``(m, n) @ (n, k)`` together, ``rounds``
+    times interleaved, and compares medians; the extra threads must gain :data:`MIN_GAIN`.
+    """
+    if max_threads <= 1:
+        return 1
+    rng = np.random.default_rng(0)  # not the run's generator: the probe must not change the run
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    out, grad = np.empty((m, n), dtype=dtype), np.empty((m, k), dtype=dtype)
+    timings: dict[int, list[float]] = {1: [], max_threads: []}
+    for round_ in range(rounds + 1):
+        for threads in timings:
+            with threadpool_limits(limits=threads, user_api="blas"):
+                started = time.perf_counter()
+                np.matmul(a, b, out=out)
+                np.matmul(out, b.T, out=grad)
+                if round_:  # the first round only warms up the threads and caches
+                    timings[threads].append(time.perf_counter() - started)
+    one, many = (float(np.median(timings[t])) for t in (1, max_threads))
+    return max_threads if one >= MIN_GAIN * many else 1
+
+
+def choose_threads(requested: int | None, network: Network, batch_size: int, dtype=np.float32) -> int:
+    """The BLAS threads a run uses: ``requested`` if given, else what :func:`probe_threads` finds."""
+    if requested is not None:
+        return requested
+    return probe_threads(*largest_product(network, batch_size), max_threads=cpu_count(), dtype=dtype)

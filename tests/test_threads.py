@@ -1,0 +1,101 @@
+"""``--threads auto``: one BLAS thread unless more clearly pay, chosen without touching the run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from digitnet import threads as threads_module
+from digitnet.cli import main
+from digitnet.data import load_dataset
+from digitnet.experiment import ExperimentConfig, run
+from digitnet.nn import build_mlp
+from digitnet.nn.architectures import build_cnn
+from digitnet.threads import choose_threads, largest_product, parse_threads, probe_threads
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_auto_and_none_mean_choose_and_numbers_are_kept():
+    assert parse_threads("auto") is None and parse_threads(None) is None and parse_threads(" AUTO ") is None
+    assert parse_threads(3) == 3 and parse_threads("2") == 2
+
+
+@pytest.mark.parametrize("value", [0, -1, "0"])
+def test_a_thread_count_below_one_is_refused(value):
+    with pytest.raises(ValueError, match="positive integer"):
+        parse_threads(value)
+
+
+def test_the_largest_product_of_the_mlp_is_its_first_dense_layer():
+    network = build_mlp((128,), rng=np.random.default_rng(0))
+    assert largest_product(network, 64) == (64, 784, 128)
+
+
+def test_the_largest_product_of_the_cnn_is_its_second_convolution():
+    network = build_cnn(rng=np.random.default_rng(0))  # 16 -> 32 channels, 5x5, on 14x14 maps
+    assert largest_product(network, 10) == (32, 16 * 25, 10 * 14 * 14)
+
+
+def test_an_explicit_thread_count_is_used_without_probing(monkeypatch):
+    monkeypatch.setattr(threads_module, "probe_threads", lambda *a, **k: pytest.fail("probed"))
+    assert choose_threads(5, build_mlp((8,), rng=np.random.default_rng(0)), 32) == 5
+
+
+def test_one_usable_core_gives_one_thread_without_timing_anything(monkeypatch):
+    monkeypatch.setattr(threads_module.time, "perf_counter", lambda: pytest.fail("timed"))
+    assert probe_threads(64, 64, 64, max_threads=1) == 1
+
+
+@pytest.mark.parametrize(
+    ("one_thread_seconds", "expected"), [(1.0, 1), (1.2, 1), (1.5, 2)], ids=["no gain", "small gain", "clear gain"]
+)
+def test_extra_threads_are_kept_only_when_they_clearly_pay(monkeypatch, one_thread_seconds, expected):
+    """Each timed product takes 1 s with two threads; with one it takes ``one_thread_seconds``."""
+    clock = {"now": 0.0}
+    current = {"threads": 1}
+
+    class FakeLimits:
+        def __init__(self, limits, user_api):
+            current["threads"] = limits
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def fake_clock():
+        clock["now"] += 0.5 * (one_thread_seconds if current["threads"] == 1 else 1.0)
+        return clock["now"]
+
+    monkeypatch.setattr(threads_module, "threadpool_limits", FakeLimits)
+    monkeypatch.setattr(threads_module.time, "perf_counter", fake_clock)
+    assert probe_threads(8, 8, 8, max_threads=2) == expected
+
+
+def test_the_probe_does_not_change_the_trained_network(digits):
+    """auto and the number it chose give the same weights: the probe draws nothing from the run."""
+    settings = {"dataset": "digits", "hidden": (16,), "val_size": 100, "recipe": {"epochs": 1, "batch_size": 32}}
+    auto = run(ExperimentConfig(threads="auto", **settings), digits)
+    fixed = run(ExperimentConfig(threads=auto.threads_used, **settings), digits)
+    assert auto.threads_used in (1, threads_module.cpu_count())
+    assert auto.network.metadata["training"]["threads"] == auto.threads_used
+    for name, value in auto.network.state().items():
+        np.testing.assert_array_equal(value, fixed.network.state()[name])
+
+
+def test_train_reports_the_threads_it_chose(tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["train", "--dataset", "digits", "--hidden", "16", "--epochs", "1", "--val-size", "100", "--json"]
+        + ["--out", str(tmp_path / "m.npz")],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["threads"] in (1, threads_module.cpu_count())
