@@ -211,6 +211,6 @@ def test_the_served_api_viewer_renders_offline(offline_tab, app_url):
     tab.goto(app_url + "docs")
     tab.locator(".swagger-ui .opblock").first.wait_for(timeout=30_000)
     assert "/api/predict" in tab.locator(".swagger-ui").inner_text()
-    tab.goto(app_url + "redoc")
-    tab.get_by_text("Describe the loaded model").first.wait_for(timeout=30_000)
     assert not refused and not errors, (refused, errors)
+    # No ReDoc: it would fetch its logo from its vendor's CDN.
+    assert tab.goto(app_url + "redoc").status == 404

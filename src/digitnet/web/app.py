@@ -11,8 +11,8 @@ The pieces:
 * :mod:`~digitnet.web.middleware`: refusals before routing (framing, body size, Host);
 * :mod:`~digitnet.web.schemas`: the shapes that ``/openapi.json`` documents.
 
-``/docs`` (Swagger UI) and ``/redoc`` browse that schema; their scripts and styles come from the
-``fastapi-offline`` package and are served by the app itself, so they work offline.
+``/docs`` (Swagger UI) browses that schema; its script and styles come from the ``fastapi-offline``
+package and are served by the app itself, so it works offline.
 
 Bad input is the client's fault and always gets a 4xx answer with ``{"detail": "<one sentence>"}``:
 400 for a body that cannot be parsed, 413 for one that is too large, 415 for a content type the
@@ -84,9 +84,11 @@ def create_app(
     :class:`~digitnet.web.schemas.Prediction`).
     """
     predictor = Predictor(network)
-    # FastAPIOffline: FastAPI whose /docs (Swagger UI) and /redoc load their scripts and styles from
-    # the fastapi-offline package, served here, rather than from a CDN; so they work offline.
+    # FastAPIOffline: FastAPI whose /docs (Swagger UI) loads its script and styles from the
+    # fastapi-offline package, served here, rather than from a CDN; so it works offline. No /redoc:
+    # ReDoc still fetches its logo from its vendor's CDN.
     app = FastAPIOffline(
+        redoc_url=None,
         swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from the online validator
         title="digitnet",
         version=__version__,
