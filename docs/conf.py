@@ -91,7 +91,19 @@ html_title = f"digitnet {release}"
 html_static_path: list[str] = []
 MATHJAX_DIR = "mathjax"
 mathjax_path = f"{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
-mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]]}}
+# MathJax 2 (what the package ships): typeset Sphinx's \( \) and \[ \] inside elements of class
+# "math" (and notebook outputs) only; MyST marks the rest of each page to be left alone.
+mathjax2_config = {
+    "tex2jax": {
+        "inlineMath": [["\\(", "\\)"]],
+        "displayMath": [["\\[", "\\]"]],
+        "processClass": "tex2jax_process|mathjax_process|math|output_area",
+        "ignoreClass": "tex2jax_ignore|mathjax_ignore",
+    },
+    # The package ships the STIX web fonts only (as Jupyter configures MathJax): use those.
+    "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web", "imageFont": None},
+}
+myst_update_mathjax = False  # MyST's own setting is for MathJax 3
 html_show_sourcelink = False
 
 

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 import pkgutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +21,7 @@ import pytest
 from test_web_browser import browser  # noqa: F401  (the fixture: Debian's Chromium, or skip/fail)
 
 import digitnet
+from conftest import sphinx_build
 from digitnet.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,25 +29,13 @@ DOCS = ROOT / "docs"
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
-def sphinx_build(source: Path, out: Path, *extra: str, pythonpath: Path | None = None) -> tuple[int, str]:
-    """Build ``source`` into ``out`` as the README says (strict), returning the exit code and warnings."""
-    warnings = out.parent / f"{out.name}-warnings.txt"
-    command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-w", str(warnings), *extra]
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
-    result = subprocess.run([*command, str(source), str(out)], capture_output=True, text=True, env=env, timeout=900)
-    text = warnings.read_text() if warnings.exists() else ""
-    return result.returncode, text + result.stderr * (result.returncode != 0 and not text)
-
-
 @pytest.fixture(scope="module")
-def site(mnist, tmp_path_factory) -> Path:
-    """The whole site, built once in strict mode (the notebook run against this checkout's digitnet)."""
-    out = tmp_path_factory.mktemp("docs") / "site"
-    code, warnings = sphinx_build(DOCS, out)
-    assert code == 0 and not warnings, f"the documentation did not build cleanly:\n{warnings}"
-    return out
+def site(docs_site) -> Path:
+    """The whole site, built strictly (conftest's ``docs_site``)."""
+    assert docs_site.returncode == 0 and not docs_site.warnings, (
+        f"the documentation did not build cleanly:\n{docs_site.warnings}"
+    )
+    return docs_site.site
 
 
 def public_modules() -> list[str]:
@@ -80,10 +66,10 @@ def test_an_undocumented_public_function_and_a_broken_reference_fail_the_build(t
     (source / "index.rst").write_text(
         "Sample\n======\n\n.. autosummary::\n   :toctree: api\n   :recursive:\n\n   sample_module\n"
     )
-    code, warnings = sphinx_build(source, tmp_path / "out", "-c", str(DOCS), pythonpath=tmp_path)
-    assert code != 0
-    assert "function sample_module.undocumented has no docstring" in warnings
-    assert "reference target not found: sample_module.missing" in warnings
+    build = sphinx_build(source, tmp_path / "out", "-c", str(DOCS), pythonpath=tmp_path)
+    assert build.returncode != 0
+    assert "function sample_module.undocumented has no docstring" in build.warnings
+    assert "reference target not found: sample_module.missing" in build.warnings
 
 
 @pytest.mark.slow
@@ -128,6 +114,15 @@ class QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
+#: MathJax 2's combined configuration probes one TeX web font that jupyter-server-mathjax does not
+#: ship (it ships the STIX fonts, which the site uses); the probe's 404 is harmless.
+MATHJAX_FONT_PROBE = "/_static/mathjax/fonts/HTML-CSS/TeX/otf/"
+
+
+def failed(response) -> bool:
+    return response.status >= 400 and MATHJAX_FONT_PROBE not in response.url
+
+
 @pytest.fixture
 def offline_tab(browser):  # noqa: F811  (the imported fixture)
     """A tab in which every request to another host is refused and recorded."""
@@ -144,8 +139,9 @@ def offline_tab(browser):  # noqa: F811  (the imported fixture)
 
     context.route("**/*", route)
     tab = context.new_page()
-    errors: list[str] = []
+    errors: list[str] = []  # script errors, and local files that failed to load (a font, a script)
     tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.on("response", lambda response: errors.append(response.url) if failed(response) else None)
     yield tab, refused, errors
     context.close()
 
@@ -169,6 +165,7 @@ def test_the_tutorial_shows_its_figures_and_formulas_with_nothing_from_other_hos
     assert len(figures) >= 11 and all(width > 0 for width in figures), figures  # as in test_notebook
     assert tab.locator(".MathJax_Display").count() > 0  # display maths typeset
     assert tab.locator(".MathJax_Error, .merror").count() == 0
+    assert "failed" not in tab.locator("#MathJax_Message").inner_text().lower()  # e.g. a font file
     assert not refused and not errors, (refused, errors)
 
 
