@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -105,6 +106,7 @@ mathjax2_config = {
 }
 myst_update_mathjax = False  # MyST's own setting is for MathJax 3
 html_show_sourcelink = False
+smartquotes_action = "qe"  # curly quotes, but --options keep their two hyphens
 
 
 def copy_mathjax(app, exception) -> None:
@@ -125,9 +127,13 @@ def refuse_undocumented(app, what, name, obj, options, lines) -> None:
         logger.warning("%s %s has no docstring; every public %s needs one", what, name, what, type="digitnet")
 
 
+SINGLE_BACKQUOTES = re.compile(r"(?<!`)`([^`]+)`(?!`)")
+
+
 def escape_help_text(app, ctx, lines) -> None:
-    """Help texts are written for the terminal, where ``*`` is just a star, not reST emphasis."""
-    lines[:] = [line.replace("*", "\\*") for line in lines]
+    """Help texts are written for the terminal: ``*`` is a star, not emphasis, and `digitnet train`
+    in single backquotes is code, not a title."""
+    lines[:] = [SINGLE_BACKQUOTES.sub(r"``\1``", line.replace("*", "\\*")) for line in lines]
 
 
 def _find(target: str, module: str | None) -> object | None:
