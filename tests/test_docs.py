@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import pkgutil
 import socket
 import threading
@@ -17,6 +18,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import click
 import pytest
 from test_web_browser import browser  # noqa: F401  (the fixture: Debian's Chromium, or skip/fail)
 
@@ -46,12 +48,25 @@ def public_modules() -> list[str]:
     return names
 
 
-def command_paths(group, prefix: str = "digitnet") -> list[str]:
-    paths = []
+def commands(group, path: str = "digitnet") -> list[tuple[str, object]]:
+    """Every command under ``group`` with its full path (``digitnet data fetch``), the group included."""
+    found = [(path, group)]
     for name, command in getattr(group, "commands", {}).items():
-        paths.append(f"{prefix} {name}")
-        paths += command_paths(command, f"{prefix} {name}")
-    return paths
+        found += commands(command, f"{path} {name}")
+    return found
+
+
+def expected_anchors(path: str, command) -> list[str]:
+    """The HTML ids sphinx-click gives a command's section, and each of its options and arguments."""
+    prog = path.replace(" ", "-")
+    ids = [prog]
+    for param in command.params:
+        if isinstance(param, click.Argument):
+            # "[MODEL] IMAGE..." is documented under its first name, as Sphinx reads option names.
+            ids.append(f"cmdoption-{prog}-arg-{param.human_readable_name.strip('[').split(']')[0].split()[0]}")
+        elif not getattr(param, "hidden", False):
+            ids += [f"cmdoption-{prog}-{name.lstrip('-')}" for name in param.opts if name.startswith("--")]
+    return ids
 
 
 @pytest.mark.slow
@@ -72,22 +87,38 @@ def test_an_undocumented_public_function_and_a_broken_reference_fail_the_build(t
     assert "reference target not found: sample_module.missing" in build.warnings
 
 
+def public_definitions(module_name: str) -> list[str]:
+    """The public functions and classes a module defines (not those it imports)."""
+    module = importlib.import_module(module_name)
+    return [
+        f"{module_name}.{name}"
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(value) or inspect.isclass(value))
+        and value.__module__ == module_name
+    ]
+
+
 @pytest.mark.slow
-def test_the_site_has_a_reference_page_for_every_public_module(site):
+def test_the_site_has_a_reference_page_for_every_public_module_function_and_class(site):
     pages = {path.stem for path in (site / "api").glob("digitnet*.html")}
     assert set(public_modules()) <= pages
+    for module in public_modules():
+        page = (site / "api" / f"{module}.html").read_text()
+        missing = [name for name in public_definitions(module) if f'id="{name}"' not in page]
+        assert not missing, f"{module}'s reference page lacks {missing}"
     network = (site / "api" / "digitnet.nn.network.html").read_text()
-    assert 'id="digitnet.nn.network.Network.fit"' in network  # methods, with their parameters
+    assert 'id="digitnet.nn.network.Network.predict_proba"' in network  # methods, with their parameters
     assert '<em class="sig-param">' in network or 'class="sig-param"' in network
 
 
 @pytest.mark.slow
-def test_the_command_line_reference_names_every_command_and_option(site):
+def test_the_command_line_reference_has_every_command_option_and_argument(site):
     page = (site / "cli.html").read_text()
-    for path in command_paths(main):
-        assert path in page, f"{path} is missing from the command-line reference"
-    for option in ("--epochs", "--allow-host", "--model"):
-        assert option in page
+    every = [anchor for path, command in commands(main) for anchor in expected_anchors(path, command)]
+    assert len(every) > 50  # the commands were found, with their options
+    missing = [anchor for anchor in every if f'id="{anchor}"' not in page]
+    assert not missing, f"the command-line reference lacks {missing}"
 
 
 @pytest.mark.slow
