@@ -52,7 +52,7 @@ nitpicky = True
 EXTERNAL = (
     r"(numpy|np|click|fastapi|starlette|pydantic|typing|typing_extensions|collections|pathlib|os|io|re|"
     r"abc|enum|json|zipfile|subprocess|threading|concurrent|socket|datetime|types|dataclasses|argparse|"
-    r"pickle|tempfile|PIL|matplotlib|scipy|rich|uvicorn|h11|threadpoolctl|platformdirs|sklearn|asyncio)(\..*)?"
+    r"pickle|tempfile|warnings|onnx|onnxruntime|ray|PIL|matplotlib|scipy|rich|uvicorn|h11|threadpoolctl|platformdirs|sklearn|asyncio)(\..*)?"
 )
 BUILTIN = r"(int|float|str|bytes|bool|dict|list|tuple|set|frozenset|object|type|None|Path|Exception|\w+Error)(\[.*)?"
 # Pydantic's field metadata in signatures, and private names (``_Schema``), have no page to link to.
@@ -136,6 +136,15 @@ def escape_help_text(app, ctx, lines) -> None:
     lines[:] = [SINGLE_BACKQUOTES.sub(r"``\1``", line.replace("*", "\\*")) for line in lines]
 
 
+def skip_foreign_members(app, what, name, obj, skip, options) -> bool | None:
+    """Leave out what another library put on our classes (scikit-learn's generated
+    ``set_*_request`` methods): the reference documents digitnet's own code."""
+    module = getattr(obj, "__module__", None)
+    if what in ("class", "exception") and callable(obj) and module and not module.startswith("digitnet"):
+        return True
+    return None
+
+
 def _find(target: str, module: str | None) -> object | None:
     """The object ``target`` names, dotted from a module or relative to ``module``; None if none."""
     for base in (target, f"{module}.{target}" if module else None):
@@ -180,4 +189,5 @@ def setup(app) -> None:
     app.connect("sphinx-click-process-arguments", escape_help_text)
     app.connect("sphinx-click-process-description", escape_help_text)
     app.connect("missing-reference", resolve_reexports)
+    app.connect("autodoc-skip-member", skip_foreign_members)
     app.connect("build-finished", copy_mathjax)

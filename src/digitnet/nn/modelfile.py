@@ -125,6 +125,7 @@ MAX_POOL = 32
 MAX_IMAGE_SIDE = 4096
 MAX_ACTIVATION = 1 << 18
 MAX_CONV_COLUMNS = 1 << 20
+#: Longest class name, in characters (every limit is in the table above).
 MAX_NAME_LENGTH = 64
 MAX_TEXT_LENGTH = 256
 MAX_HISTORY = 100_000
