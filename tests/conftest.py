@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -85,3 +91,36 @@ def mnist_model_path(mnist, tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "mnist-mlp.npz"
     result.network.save(path)
     return path
+
+
+@dataclass(frozen=True)
+class SphinxBuild:
+    """What one ``sphinx-build -W --keep-going`` left: its exit code, its warnings, its output."""
+
+    returncode: int
+    warnings: str
+    site: Path
+
+    @property
+    def executed_notebook(self) -> Path:
+        """The tutorial as myst-nb executed it (its folder sits beside the site's)."""
+        return self.site.parent / "jupyter_execute" / "tutorial.ipynb"
+
+
+def sphinx_build(source: Path, out: Path, *options: str, pythonpath: Path | None = None) -> SphinxBuild:
+    """Build ``source`` (docs/ unless told otherwise) into ``out`` strictly, as the README says."""
+    warnings = out.parent / f"{out.name}-warnings.txt"
+    command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-w", str(warnings), *options]
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+    result = subprocess.run([*command, str(source), str(out)], capture_output=True, text=True, env=env, timeout=1800)
+    text = warnings.read_text() if warnings.exists() else ""
+    return SphinxBuild(result.returncode, text or result.stderr * (result.returncode != 0), out)
+
+
+@pytest.fixture(scope="session")
+def docs_site(mnist, tmp_path_factory) -> SphinxBuild:
+    """The documentation site, built once: this runs the tutorial notebook on real MNIST, so the
+    notebook's own test reads the executed copy instead of running it a second time."""
+    return sphinx_build(Path(__file__).resolve().parent.parent / "docs", tmp_path_factory.mktemp("docs") / "site")

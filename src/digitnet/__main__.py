@@ -2,4 +2,5 @@
 
 from .cli import main
 
-main(prog_name="digitnet")
+if __name__ == "__main__":  # not when a tool (the documentation's generator) only imports it
+    main(prog_name="digitnet")

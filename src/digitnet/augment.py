@@ -107,6 +107,7 @@ class Strength:
             raise ValueError(f"unknown interpolation {self.interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-serialisable dict (as saved with the model)."""
         return {**asdict(self), "low_res": list(self.low_res)}
 
     @property

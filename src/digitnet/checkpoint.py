@@ -12,11 +12,13 @@ The format
 An ``.npz`` archive as :func:`numpy.savez` writes it (nothing pickled, read with
 ``allow_pickle=False``), holding:
 
+======================  ========================================================================
 ``metadata``            a 0-d unicode array whose one string is a JSON object (below)
 ``weights.<name>``      the network's arrays (``weights.layer1.W``)
 ``best.<name>``         early stopping's best network so far (absent before a validated epoch)
 ``optimizer.<name>``    the optimiser's state: Adam's step count ``t`` and moments ``m<i>``, ``s<i>``;
                         momentum's ``velocity<i>``
+======================  ========================================================================
 
 The JSON object: ``format`` (``"digitnet-checkpoint"``), ``format_version`` (1),
 ``digitnet_version``, ``experiment`` (the :class:`~digitnet.experiment.ExperimentConfig` fields but
@@ -68,6 +70,8 @@ class _Schema(BaseModel):
 
 
 class ExperimentSchema(_Schema):
+    """The checkpoint's ``experiment``: the run's settings but ``recipe`` and ``threads``."""
+
     dataset: str = Field(max_length=64)
     model: Literal["mlp", "cnn"]
     hidden: list[Annotated[int, Field(ge=1, le=1 << 16)]] = Field(max_length=64)
@@ -78,6 +82,8 @@ class ExperimentSchema(_Schema):
 
 
 class TrainingSchema(_Schema):
+    """The checkpoint's ``training``: the resolved training settings."""
+
     epochs: int = Field(ge=1, le=1 << 20)
     batch_size: int = Field(ge=1)
     optimizer: Literal["sgd", "momentum", "nesterov", "adam"]
@@ -91,11 +97,15 @@ class TrainingSchema(_Schema):
 
 
 class PCG64StateSchema(_Schema):
+    """The PCG64 generator's ``state`` and ``inc``, 128-bit integers."""
+
     state: int = Field(ge=0, lt=1 << 128)
     inc: int = Field(ge=0, lt=1 << 128)
 
 
 class RngSchema(_Schema):
+    """The checkpoint's ``rng``: the random generator's ``bit_generator.state``."""
+
     bit_generator: Literal["PCG64"]
     state: PCG64StateSchema
     has_uint32: int = Field(ge=0, le=1)
@@ -103,6 +113,8 @@ class RngSchema(_Schema):
 
 
 class EpochSchema(_Schema):
+    """One epoch record of the checkpoint's ``history``."""
+
     epoch: int = Field(ge=1)
     seconds: _Finite = Field(ge=0)
     loss: _Finite
@@ -112,12 +124,16 @@ class EpochSchema(_Schema):
 
 
 class HistorySchema(_Schema):
+    """The checkpoint's ``history``: epoch records and early stopping's outcome."""
+
     epochs: list[EpochSchema]
     stopped_early: bool
     best_epoch: int | None = Field(ge=1)
 
 
 class CheckpointSchema(_Schema):
+    """The whole JSON object of a checkpoint's ``metadata`` (see the module docstring)."""
+
     format: Literal["digitnet-checkpoint"]
     format_version: int = Field(ge=1, le=FORMAT_VERSION)
     digitnet_version: str | None = Field(max_length=64)
@@ -196,7 +212,8 @@ def save_checkpoint(path: str | os.PathLike, config: ExperimentConfig, state: Tr
     config : ExperimentConfig
         The run the state belongs to.
     state : TrainState
-        As :func:`digitnet.train.train` passes it to ``on_epoch_end`` or :class:`TrainingInterrupted` carries it.
+        As :func:`digitnet.train.train` passes it to ``on_epoch_end`` or
+        :class:`~digitnet.train.TrainingInterrupted` carries it.
     data : Dataset
         The data of the run (its size and classes are recorded, to refuse resuming on other data).
     """

@@ -31,6 +31,7 @@ class Evaluation:
 
     @property
     def f1(self) -> np.ndarray:
+        """Per-class F1 score, the harmonic mean of precision and recall (0 where both are 0)."""
         total = self.precision + self.recall
         return np.divide(2 * self.precision * self.recall, total, out=np.zeros_like(total), where=total > 0)
 

@@ -59,6 +59,7 @@ class GraphBuilder:
     count: int = 0
 
     def name(self, hint: str) -> str:
+        """A fresh value name: ``hint`` and a counter."""
         self.count += 1
         return f"{hint}_{self.count}"
 

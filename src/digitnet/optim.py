@@ -39,6 +39,7 @@ class Optimizer:
         return grad
 
     def step(self) -> None:
+        """Update every parameter in place from its current gradient."""
         raise NotImplementedError
 
     def state(self) -> dict[str, np.ndarray]:

@@ -72,6 +72,7 @@ def _scale(images: np.ndarray, factor: float, rng: np.random.Generator) -> np.nd
     return ndimage.affine_transform(images, matrix, offset=offset, order=1)
 
 
+#: Every perturbation by name, in the order the figures show them.
 PERTURBATIONS: dict[str, Perturbation] = {
     "rotation": Perturbation("Rotation", "degrees", (0, 10, 20, 30, 45, 60), _rotate),
     "thickness": Perturbation("Stroke thickness", "pixels thinner (-) or thicker (+)", (-1, 0, 1, 2, 3), _stroke),

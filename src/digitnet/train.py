@@ -40,6 +40,7 @@ class TrainConfig:
     patience: int | None = None  # early stopping: epochs without validation improvement
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-serialisable dict (as saved in a model file's ``training``)."""
         return asdict(self)
 
 
@@ -65,18 +66,25 @@ class History:
 
     @property
     def train_seconds(self) -> float:
+        """Seconds spent training, summed over the epochs."""
         return sum(record.seconds for record in self.epochs)
 
     def to_list(self) -> list[dict[str, Any]]:
+        """One JSON-serialisable dict per epoch (as saved in a model file's ``history``)."""
         return [asdict(record) for record in self.epochs]
 
 
 class Reporter:
     """Receives progress events; the base class ignores them all."""
 
-    def epoch_started(self, epoch: int, epochs: int, batches: int) -> None: ...
-    def batch_done(self, batch: int, loss: float) -> None: ...
-    def epoch_done(self, record: EpochRecord, epochs: int) -> None: ...
+    def epoch_started(self, epoch: int, epochs: int, batches: int) -> None:
+        """Epoch ``epoch`` of ``epochs`` (counting from 1) starts; it has ``batches`` mini-batches."""
+
+    def batch_done(self, batch: int, loss: float) -> None:
+        """Mini-batch ``batch`` (counting from 1) of the epoch is done; ``loss`` was its mean loss."""
+
+    def epoch_done(self, record: EpochRecord, epochs: int) -> None:
+        """An epoch is done; ``record`` holds its losses, accuracies and time."""
 
 
 def accuracy_of(network: Network, x: np.ndarray, labels: np.ndarray, batch_size: int = 5000) -> float:

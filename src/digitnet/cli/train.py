@@ -71,6 +71,7 @@ class ProgressReporter(Reporter):
 
 
 def recipe_help(field: str) -> str:
+    """The ``--help`` default note for an option whose default comes from the model's recipe."""
     return f"[default: from the model's recipe, {getattr(default_config(), field)!r} for mlp]"
 
 

@@ -164,7 +164,8 @@ def _to_array(buffer: bytes | bytearray, header: IdxHeader, offset: int, name: s
 class ByteReader(Protocol):
     """Anything :func:`read_at_most` can read: a file, a gzip stream, a zip member, an HTTP response."""
 
-    def read(self, size: int, /) -> bytes: ...
+    def read(self, size: int, /) -> bytes:
+        """At most ``size`` bytes; fewer only at the end of the stream (``b""`` there)."""
 
 
 def read_at_most(stream: ByteReader, limit: int) -> bytearray:

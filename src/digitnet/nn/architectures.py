@@ -79,7 +79,7 @@ def _cnn(hidden: Sequence[int], **kwargs: Any) -> Network:
     return build_cnn(hidden, **kwargs)
 
 
-#: name -> builder(hidden, *, input_shape, num_classes, rng, dtype, mean, std, class_names)
+#: name -> ``builder(hidden, *, input_shape, num_classes, rng, dtype, mean, std, class_names)``
 ARCHITECTURES: dict[str, Callable[..., Network]] = {"mlp": _mlp, "cnn": _cnn}
 
 

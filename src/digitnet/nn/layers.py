@@ -46,6 +46,11 @@ class Layer:
         self.params, self.grads, self.buffers = {}, {}, {}
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """The layer's output for a batch ``x`` (examples along the first axis).
+
+        With ``training=True`` the layer keeps what :meth:`backward` needs (and dropout drops);
+        without it nothing is kept, so inference leaves the layer unchanged.
+        """
         raise NotImplementedError
 
     def saved(self, value: Any) -> Any:
@@ -55,6 +60,8 @@ class Layer:
         return value
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        """Given dLoss/dOutput of the last training forward pass, fill ``grads`` (dLoss/dParameter)
+        and return dLoss/dInput (``None`` where no layer below needs it)."""
         raise NotImplementedError
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -71,6 +78,7 @@ class Layer:
 
     @classmethod
     def from_config(cls, config: dict[str, Any], dtype=np.float32) -> Layer:
+        """A layer built from :meth:`config`'s arguments, its parameters in ``dtype`` (to be loaded)."""
         return cls(**config)
 
     def __repr__(self) -> str:

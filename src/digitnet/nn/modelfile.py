@@ -22,22 +22,24 @@ pickled ``object`` arrays are refused.
 
 The metadata (one schema, :class:`MetadataSchema`)
 --------------------------------------------------
-``format``          ``"digitnet-model"``
-``format_version``  1 (a larger number asks for a newer digitnet)
-``layers``          1 to 256 layer objects, each ``{"type": ..., <its settings>}``: ``Dense``
-                    (``in_features``, ``out_features``), ``Conv2D`` (``in_channels``,
-                    ``out_channels``, ``kernel_size`` [h, w], ``padding`` "same", "valid" or an
-                    int), ``MaxPool2D`` (``pool_size``, ``stride``), ``Dropout`` (``rate``),
-                    ``BatchNorm`` (``channels``, ``momentum``, ``eps``), ``ReLU``, ``Flatten``.
-                    Unknown settings are refused.
-``input_shape``     ``[channels, height, width]``
-``normalisation``   ``{"mean": finite, "std": positive finite}``
-``class_names``     one string per output
-``dtype``           ``"float32"`` or ``"float64"``
-``digitnet_version``, ``dataset``, ``model``   short strings (optional)
-``training``        object: the training settings (optional; known keys are type-checked)
-``metrics``         object: ``test_accuracy`` in [0, 1], ``train_seconds`` (optional)
-``history``         list of epoch records ``{"epoch": int, "loss": ..., ...}`` (optional)
+====================  ==========================================================================
+``format``            ``"digitnet-model"``
+``format_version``    1 (a larger number asks for a newer digitnet)
+``layers``            1 to 256 layer objects, each ``{"type": ..., <its settings>}``: ``Dense``
+                      (``in_features``, ``out_features``), ``Conv2D`` (``in_channels``,
+                      ``out_channels``, ``kernel_size`` [h, w], ``padding`` "same", "valid" or an
+                      int), ``MaxPool2D`` (``pool_size``, ``stride``), ``Dropout`` (``rate``),
+                      ``BatchNorm`` (``channels``, ``momentum``, ``eps``), ``ReLU``, ``Flatten``.
+                      Unknown settings are refused.
+``input_shape``       ``[channels, height, width]``
+``normalisation``     ``{"mean": finite, "std": positive finite}``
+``class_names``       one string per output
+``dtype``             ``"float32"`` or ``"float64"``
+``digitnet_version``  short strings (optional), as are ``dataset`` and ``model``
+``training``          object: the training settings (optional; known keys are type-checked)
+``metrics``           object: ``test_accuracy`` in [0, 1], ``train_seconds`` (optional)
+``history``           list of epoch records ``{"epoch": int, "loss": ..., ...}`` (optional)
+====================  ==========================================================================
 
 Other top-level keys are free-form facts a caller saved with the model; they are kept as they are
 (any JSON, nested at most ``MAX_JSON_DEPTH`` levels). Whole numbers must be JSON integers
@@ -123,6 +125,7 @@ MAX_POOL = 32
 MAX_IMAGE_SIDE = 4096
 MAX_ACTIVATION = 1 << 18
 MAX_CONV_COLUMNS = 1 << 20
+#: Longest class name, in characters (every limit is in the table above).
 MAX_NAME_LENGTH = 64
 MAX_TEXT_LENGTH = 256
 MAX_HISTORY = 100_000
@@ -209,6 +212,8 @@ class _LayerSchema(_Schema):
 
 
 class DenseSchema(_LayerSchema):
+    """A ``Dense`` layer: ``in_features`` inputs to ``out_features`` outputs; arrays ``W`` and ``b``."""
+
     type: Literal["Dense"]
     in_features: int = _whole(1, MAX_FEATURES)
     out_features: int = _whole(1, MAX_FEATURES)
@@ -230,6 +235,8 @@ class DenseSchema(_LayerSchema):
 
 
 class Conv2DSchema(_LayerSchema):
+    """A ``Conv2D`` layer: channels, kernel size and padding; arrays ``W`` and ``b``."""
+
     type: Literal["Conv2D"]
     in_channels: int = _whole(1, MAX_CHANNELS)
     out_channels: int = _whole(1, MAX_CHANNELS)
@@ -274,6 +281,8 @@ class Conv2DSchema(_LayerSchema):
 
 
 class MaxPool2DSchema(_LayerSchema):
+    """A ``MaxPool2D`` layer: window ``pool_size``, ``stride`` (``null``: the window); no arrays."""
+
     type: Literal["MaxPool2D"]
     pool_size: int = _whole(1, MAX_POOL)
     stride: int | None = Field(
@@ -290,11 +299,15 @@ class MaxPool2DSchema(_LayerSchema):
 
 
 class DropoutSchema(_LayerSchema):
+    """A ``Dropout`` layer: the ``rate`` it drops at while training; no arrays."""
+
     type: Literal["Dropout"]
     rate: _Finite = Field(ge=0, lt=1, description="must be a number from 0 up to (not including) 1")
 
 
 class BatchNormSchema(_LayerSchema):
+    """A ``BatchNorm`` layer: ``channels``, ``momentum``, ``eps``; its four arrays of ``channels`` values."""
+
     type: Literal["BatchNorm"]
     channels: int = _whole(1, MAX_FEATURES)
     momentum: _Finite = Field(0.1, ge=0, le=1, description="must be a number from 0 to 1")
@@ -316,10 +329,14 @@ class BatchNormSchema(_LayerSchema):
 
 
 class ReLUSchema(_LayerSchema):
+    """A ``ReLU`` layer: no settings, no arrays."""
+
     type: Literal["ReLU"]
 
 
 class FlattenSchema(_LayerSchema):
+    """A ``Flatten`` layer: no settings, no arrays."""
+
     type: Literal["Flatten"]
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -346,6 +363,8 @@ LAYER_SCHEMAS: dict[str, type[_LayerSchema]] = {
 
 
 class NormalisationSchema(_Schema):
+    """The input normalisation ``(x - mean) / std`` the network was trained with."""
+
     mean: _Finite = Field(description="must be a finite number")
     std: _Finite = Field(gt=0, description="must be a positive finite number")
 

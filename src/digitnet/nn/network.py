@@ -82,6 +82,7 @@ class Network:
 
     @property
     def dtype(self) -> np.dtype:
+        """The dtype of the parameters (float32 or float64)."""
         for layer in self.layers:
             for value in layer.params.values():
                 return value.dtype
@@ -144,6 +145,7 @@ class Network:
         return "-".join(tokens)
 
     def num_parameters(self) -> int:
+        """How many trainable numbers the network holds."""
         return sum(value.size for _, value, _ in self.parameters())
 
     # -- the model file -----------------------------------------------------------------------

@@ -11,6 +11,9 @@ The pieces:
 * :mod:`~digitnet.web.middleware`: refusals before routing (framing, body size, Host);
 * :mod:`~digitnet.web.schemas`: the shapes that ``/openapi.json`` documents.
 
+``/docs`` (Swagger UI) browses that schema; its script and styles come from the ``fastapi-offline``
+package and are served by the app itself, so it works offline.
+
 Bad input is the client's fault and always gets a 4xx answer with ``{"detail": "<one sentence>"}``:
 400 for a body that cannot be parsed, 413 for one that is too large, 415 for a content type the
 API does not read, 422 for a well-formed body that holds no usable digit, 421 for a Host header
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from .. import __version__
@@ -80,7 +84,12 @@ def create_app(
     :class:`~digitnet.web.schemas.Prediction`).
     """
     predictor = Predictor(network)
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs (Swagger UI) loads its script and styles from the
+    # fastapi-offline package, served here, rather than from a CDN; so it works offline. No /redoc:
+    # ReDoc still fetches its logo from its vendor's CDN.
+    app = FastAPIOffline(
+        redoc_url=None,
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from the online validator
         title="digitnet",
         version=__version__,
         description="Read a handwritten digit with a neural network written from scratch in NumPy. "

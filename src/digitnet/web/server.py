@@ -276,6 +276,7 @@ class GuardedH11Protocol(H11Protocol):
         self._update_phase()
 
     def on_response_complete(self) -> None:
+        """A response was sent: the connection's timeout phase changes (to keep-alive)."""
         super().on_response_complete()
         self._update_phase()
 
