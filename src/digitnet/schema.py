@@ -23,11 +23,12 @@ def key_path(loc: tuple[int | str, ...]) -> str:
 def first_problem(error: ValidationError) -> str:
     """The first error as ``key: what is wrong`` (``unknown key`` for a typo under ``extra="forbid"``)."""
     first = error.errors(include_url=False)[0]
-    path = key_path(tuple(first["loc"])) or "the file"
+    path = key_path(tuple(first["loc"]))
     if first["type"] == "extra_forbidden":
         return f"unknown key {path}"
     if first["type"] == "missing":
         return f"the key {path} is missing"
     message = str(first["msg"])
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    return f"{path}: {message[:1].lower()}{message[1:]}"
+    message = message[:1].lower() + message[1:]
+    return f"{path}: {message}" if path else message

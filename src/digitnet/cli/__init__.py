@@ -24,13 +24,15 @@ def main() -> None:
 
 def _register_commands() -> None:
     from .data import data
+    from .ensemble import ensemble
     from .evaluate import evaluate
     from .predict import predict
     from .serve import serve
     from .show import show
+    from .sweep import sweep
     from .train import train
 
-    for command in (train, evaluate, predict, show, serve, data):
+    for command in (train, evaluate, predict, show, serve, data, sweep, ensemble):
         main.add_command(command)
 
 
