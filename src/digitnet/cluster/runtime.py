@@ -58,15 +58,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         return
     if address is not None:
         check_reachable(address)
+    # Settings for a local instance only: Ray refuses them when joining a running cluster.
+    local = {"num_cpus": num_cpus or cpu_count(), "include_dashboard": False} if address is None else {}
     try:
-        ray.init(
-            address=address,
-            num_cpus=None if address else (num_cpus or cpu_count()),
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-            configure_logging=True,
-        )
+        ray.init(address=address, logging_level=logging.WARNING, **local)
     except ConnectionError as error:
         raise DigitnetError(f"Cannot join the Ray cluster at {address}: {error}") from None
     try:

@@ -20,6 +20,7 @@ import io
 import json
 import math
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,10 @@ class TuneReporter(Reporter):
 
 def trial(params: dict[str, Any], data: Dataset) -> None:
     """One Tune trial: train, then report once more with the model file as the checkpoint."""
+    import ray
     from ray import tune
 
+    started = time.perf_counter()
     result = run(experiment_config(params), data, reporter=TuneReporter())
     last = result.history.epochs[-1]
     with tempfile.TemporaryDirectory() as folder:
@@ -86,7 +89,9 @@ def trial(params: dict[str, Any], data: Dataset) -> None:
                 "loss": last.loss,
                 "train_accuracy": last.train_accuracy,
                 "train_seconds": result.history.train_seconds,
+                "trial_seconds": time.perf_counter() - started,
                 "finished": True,
+                "node": ray.get_runtime_context().get_node_id(),
             },
             checkpoint=tune.Checkpoint.from_directory(folder),
         )
@@ -142,7 +147,9 @@ def tune_config(spec: SweepSpec, concurrency: int) -> Any:
     else:
         searcher = BasicVariantGenerator(random_state=spec.seed, max_concurrent=concurrency)
     scheduler = (
-        ASHAScheduler(time_attr="epoch", max_t=horizon(spec), grace_period=spec.grace_epochs, reduction_factor=3)
+        # max_t one past the last epoch: ASHA stops a trial that reaches max_t, which would cut off the
+        # final report that carries the model file.
+        ASHAScheduler(time_attr="epoch", max_t=horizon(spec) + 1, grace_period=spec.grace_epochs, reduction_factor=3)
         if spec.early_stopping
         else FIFOScheduler()
     )
@@ -230,7 +237,8 @@ def trial_row(result: Any) -> dict[str, Any]:
         **config,
         "epochs_trained": metrics.get("epoch"),
         METRIC: metrics.get(METRIC),
-        "seconds": metrics.get("time_total_s"),
+        "seconds": metrics.get("trial_seconds", metrics.get("time_total_s")),
+        "node": metrics.get("node"),
         "checkpoint": result.checkpoint.path if (finished and result.checkpoint) else None,
     }
 
