@@ -93,6 +93,39 @@ def test_ensemble_members_train_as_ray_tasks_and_their_file_averages_their_proba
     assert not np.allclose(members[0], members[1])
 
 
+def test_ensemble_command_writes_a_file_that_evaluate_scores_like_a_model(local_ray, tmp_path):
+    from click.testing import CliRunner
+
+    from digitnet.cli import main
+
+    out = tmp_path / "ens.npz"
+    args = ["--dataset", "digits", "--members", "2", "--hidden", "8", "--epochs", "2", "--out", str(out), "--json"]
+    trained = CliRunner().invoke(main, ["ensemble", *args])
+    assert trained.exit_code == 0, trained.output
+    report = json.loads(trained.stdout)
+    assert [member["seed"] for member in report["members"]] == [0, 1]
+    scored = CliRunner().invoke(main, ["evaluate", str(out), "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["accuracy"] == pytest.approx(report["test_accuracy"])
+
+
+def test_sweep_command_prints_the_trials_and_saves_the_best_model(local_ray, tmp_path):
+    from click.testing import CliRunner
+
+    from digitnet.cli import main
+
+    space = tmp_path / "sweep.toml"
+    space.write_text(
+        'dataset = "digits"\ntrials = 2\n[space]\nepochs = 2\nhidden = "8"\nlr = { uniform = [0.002, 0.01] }\n'
+    )
+    result = CliRunner().invoke(main, ["sweep", str(space), "--dir", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert "Best trial" in result.output and "val acc" in result.output
+    assert isinstance(load_model(tmp_path / "s" / "best.npz"), Network)
+    again = CliRunner().invoke(main, ["sweep", "--dataset", "digits", "--dir", str(tmp_path / "s")])
+    assert again.exit_code == 1 and "holds another sweep" in again.output
+
+
 def worker_pids(name: str) -> list[int]:
     """Processes whose title Ray set to ``ray::<name>`` (a worker running that task)."""
     pids = []

@@ -83,7 +83,8 @@ def sweep(
     spec = load_spec(space_file, **overrides)  # a typo is named before anything starts
     require_ray("sweep")
     out = out or folder / "best.npz"
-    check_writable_file(out, "--out") if out.parent.exists() else None
+    if out.parent.exists():  # DIR/best.npz: DIR is made by the sweep itself
+        check_writable_file(out, "--out")
     data = load_dataset_for_cli(spec.dataset, data_dir, cache_dir, openml)
     outcome = _run(spec, data, folder, address, max_concurrent)
     _print_table(outcome)
