@@ -159,7 +159,8 @@ def tune_config(spec: SweepSpec, concurrency: int) -> Any:
         search_alg=searcher,
         scheduler=scheduler,
         num_samples=spec.effective_trials,
-        max_concurrent_trials=concurrency,
+        # The random and grid generator limits itself (above); Tune's own limit is for searchers.
+        max_concurrent_trials=concurrency if spec.search == "optuna" else None,
     )
 
 
