@@ -128,3 +128,13 @@ def test_web_page_describes_an_ensemble_file(members):
     info = model_info(Ensemble(members))
     assert info["architecture"].startswith("ensemble of 3") and info["input_shape"] == [1, 28, 28]
     assert info["parameters"] == sum(member.num_parameters() for member in members)
+
+
+def test_the_cnn12_recipe_is_the_readmes_twelve_cnns():
+    from digitnet.experiment import ExperimentConfig
+    from digitnet.recipes import ENSEMBLES
+
+    members = [ExperimentConfig(threads=1, **member) for member in ENSEMBLES["cnn12"]]
+    assert {member.model for member in members} == {"cnn"}
+    kinds = [(member.augment_strength, member.seed, member.train_config().epochs) for member in members]
+    assert kinds == [("medium", s, 20) for s in range(7)] + [("light", s, 12) for s in range(4)] + [(None, 0, 12)]

@@ -159,6 +159,9 @@ def tune_config(spec: SweepSpec, concurrency: int) -> Any:
         search_alg=searcher,
         scheduler=scheduler,
         num_samples=spec.effective_trials,
+        # A new worker process per trial costs an import of Ray, NumPy and digitnet (many seconds on
+        # a busy machine, BENCHMARKS.md); the next trial reuses the finished trial's process instead.
+        reuse_actors=True,
         # The random and grid generator limits itself (above); Tune's own limit is for searchers.
         max_concurrent_trials=concurrency if spec.search == "optuna" else None,
     )
