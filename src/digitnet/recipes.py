@@ -67,3 +67,16 @@ def resolve_recipe(model: str = "mlp", augment: str | None = None, **overrides: 
     if "lr" not in overrides and optimizer != recipe.optimizer:
         overrides["lr"] = DEFAULT_LR[optimizer]
     return replace(recipe, **overrides)
+
+
+#: Named ensembles for ``digitnet ensemble --recipe NAME``: one dict of
+#: :class:`~digitnet.experiment.ExperimentConfig` settings per member. ``cnn12`` is the README's
+#: 99.63% ensemble (BENCHMARKS.md): medium-distortion CNNs seeds 0-6, light seeds 0-3, plain seed 0,
+#: each trained with one BLAS thread.
+ENSEMBLES: dict[str, list[dict[str, Any]]] = {
+    "cnn12": [
+        *({"model": "cnn", "augment": "medium", "seed": seed} for seed in range(7)),
+        *({"model": "cnn", "augment": "light", "seed": seed} for seed in range(4)),
+        {"model": "cnn", "augment": "none", "seed": 0},
+    ],
+}

@@ -24,14 +24,16 @@ def main() -> None:
 
 def _register_commands() -> None:
     from .data import data
+    from .ensemble import ensemble
     from .evaluate import evaluate
     from .export import export
     from .predict import predict
     from .serve import serve
     from .show import show
+    from .sweep import sweep
     from .train import train
 
-    for command in (train, evaluate, predict, show, serve, data, export):
+    for command in (train, evaluate, predict, show, serve, data, export, sweep, ensemble):
         main.add_command(command)
 
 

@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 
 from ..errors import DigitnetError
-from ..nn import Network
+from ..nn.ensemble import Model, load_model
 
 
 class DigitnetGroup(click.Group):
@@ -86,11 +86,11 @@ def printable(text: object) -> str:
     return escape("".join(ch for ch in str(text) if unicodedata.category(ch) not in ("Cc", "Cf")))
 
 
-def model_or_reader(path: str | os.PathLike | None) -> tuple[Network, str]:
-    """The model file at ``path``, or the reader model that ships with digitnet when ``path`` is
+def model_or_reader(path: str | os.PathLike | None) -> tuple[Model, str]:
+    """The model (or ensemble) file at ``path``, or the reader model that ships with digitnet when ``path`` is
     ``None``; with a name to show the user."""
     if path is not None:
-        return Network.load(path), str(path)
+        return load_model(path), str(path)
     from ..reader import load_reader
 
     return load_reader(), "the reader model that ships with digitnet"

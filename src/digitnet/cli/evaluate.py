@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..metrics import evaluate as score
-from ..nn import Network
+from ..nn.ensemble import load_model
 from .common import DatasetName, console, data_options, load_dataset_for_cli, printable, status_console
 
 
@@ -28,9 +28,10 @@ from .common import DatasetName, console, data_options, load_dataset_for_cli, pr
 def evaluate(models, dataset, as_json, data_dir, cache_dir, openml) -> None:
     """Accuracy, confusion matrix and per-class precision and recall of MODEL on the test set.
 
-    Several MODELS are evaluated as an ensemble: their class probabilities are averaged.
+    Several MODELS are evaluated as an ensemble: their class probabilities are averaged. MODEL may
+    be an ensemble file from `digitnet ensemble` (its members' probabilities averaged).
     """
-    networks = [Network.load(model) for model in models]
+    networks = [load_model(model) for model in models]
     network = networks[0]
     dataset = dataset or network.metadata.get("dataset", "mnist")
     data = load_dataset_for_cli(dataset, data_dir, cache_dir, openml)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..errors import DigitnetError
+from ..nn import Network
 from .common import check_writable_file, model_or_reader, printable, status_console
 
 FORMATS = ("onnx",)
@@ -40,6 +42,11 @@ def export(model: Path | None, fmt: str, out: Path | None) -> None:
     out = DEFAULT_OUT[fmt] if out is None else out
     check_writable_file(out, "--out")
     network, name = model_or_reader(model)
+    if not isinstance(network, Network):
+        raise DigitnetError(
+            f"{printable(name)} is an ensemble file: ONNX export takes one network; "
+            "export each member's model file instead."
+        )
     export_onnx(network, out)
     height, width = network.input_shape[-2:] if len(network.input_shape) >= 2 else (None, None)
     shape = f"[N, {height}, {width}]" if height else "[N, height, width]"

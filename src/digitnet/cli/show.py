@@ -10,6 +10,7 @@ import click
 from ..data import Dataset
 from ..errors import DigitnetError
 from ..nn import Network
+from ..nn.ensemble import Model
 from .common import data_options, load_dataset_for_cli, model_or_reader, status_console
 
 
@@ -81,6 +82,10 @@ def _draw(models, out: Path, what: tuple[str, ...], index: int, data_dir, cache_
     loaded = [model_or_reader(path) for path in models or [None]]
     networks = {source: network for network, source in loaded}
     network, source = next(iter(networks.values())), next(iter(networks))
+    if not isinstance(network, Network):  # an ensemble: no single first layer to draw
+        if "weights" in what:
+            raise DigitnetError(f"{source} is an ensemble, which has no single first layer to draw; drop weights.")
+        what = tuple(name for name in what or DEFAULT_FIGURES if name != "weights")
     if "learning-curves" in what:  # asked for by name: fail before drawing anything
         require_history(network, source=source)
     data = _dataset_of(networks, data_dir, cache_dir, openml)
@@ -97,7 +102,7 @@ def _draw(models, out: Path, what: tuple[str, ...], index: int, data_dir, cache_
     )
 
 
-def _dataset_of(networks: dict[str, Network], data_dir, cache_dir, openml: bool) -> Dataset:
+def _dataset_of(networks: dict[str, Model], data_dir, cache_dir, openml: bool) -> Dataset:
     """The test set the models were trained for (the first model's dataset; all must read it)."""
     dataset = next(iter(networks.values())).metadata.get("dataset", "mnist")
     data = load_dataset_for_cli(dataset, data_dir, cache_dir, openml)

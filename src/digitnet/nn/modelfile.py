@@ -636,7 +636,7 @@ _ZIP_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _check_directory(handle: io.BufferedReader, size: int) -> None:
+def _check_directory(handle: IO[bytes], size: int) -> None:
     """Refuse a ZIP whose directory is missing or too large, before :class:`zipfile.ZipFile` reads it.
 
     Why: zipfile turns every directory entry into an object up front, so a small file of empty
@@ -925,8 +925,20 @@ def save_network(network: Network, path: str | os.PathLike) -> None:
         If the network or its metadata break the format (nothing is written then).
     """
     # atomic_write_bytes: temp file + rename, shared with the data cache
-    from .. import __version__
     from ..data.cache import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), network_bytes(network, str(path)))
+
+
+def network_bytes(network: Network, source: str = "model") -> bytes:
+    """The model file of ``network`` as bytes (what :func:`save_network` writes).
+
+    Raises
+    ------
+    ModelFileError
+        If the network or its metadata break the format.
+    """
+    from .. import __version__
 
     metadata = {**network_metadata(network), "digitnet_version": __version__}
     text = json.dumps(metadata)
@@ -940,11 +952,11 @@ def save_network(network: Network, path: str | os.PathLike) -> None:
         if bad := next((name for name, value in arrays.items() if not np.isfinite(value).all()), None):
             raise _Refusal(f"array {bad} holds NaN or infinite values")
     except _Refusal as refusal:
-        raise ModelFileError(f"{path}: cannot save the model: {refusal.problem}; nothing was written.") from None
+        raise ModelFileError(f"{source}: cannot save the model: {refusal.problem}; nothing was written.") from None
     buffer = io.BytesIO()
     # numpy's stub: **arrays could name savez's allow_pickle (a bool), though no array name does
     np.savez(buffer, metadata=np.array(text), **arrays)  # type: ignore[arg-type]
-    atomic_write_bytes(Path(path), buffer.getbuffer())
+    return buffer.getvalue()
 
 
 def _open_model_file(path: Path) -> io.BufferedReader:
@@ -984,17 +996,25 @@ def load_network(path: str | os.PathLike) -> Network:
     """
     path = Path(path)
     with _open_model_file(path) as handle:
-        try:
-            size = os.fstat(handle.fileno()).st_size
-            _check_directory(handle, size)
-            with zipfile.ZipFile(handle) as archive:
-                return _read_network(archive, size)
-        except _Refusal as refusal:
-            raise ModelFileError(_refusal_message(str(path), refusal)) from None
-        except _ZIP_ERRORS as error:
-            raise ModelFileError(
-                _refusal_message(str(path), _Refusal(f"the file is damaged or truncated: {error}", kind="unreadable"))
-            ) from None
+        return read_network(handle, str(path))
+
+
+def read_network(handle: IO[bytes], source: str) -> Network:
+    """Read a model file from the seekable binary file ``handle`` with every check of :func:`load_network`.
+
+    ``source`` names the model in error messages (a path, or an entry of an ensemble file).
+    """
+    try:
+        size = handle.seek(0, io.SEEK_END)
+        _check_directory(handle, size)
+        with zipfile.ZipFile(handle) as archive:
+            return _read_network(archive, size)
+    except _Refusal as refusal:
+        raise ModelFileError(_refusal_message(source, refusal)) from None
+    except _ZIP_ERRORS as error:
+        raise ModelFileError(
+            _refusal_message(source, _Refusal(f"the file is damaged or truncated: {error}", kind="unreadable"))
+        ) from None
 
 
 def network_from_metadata(metadata: dict[str, Any], arrays: dict[str, np.ndarray], source: str = "model") -> Network:

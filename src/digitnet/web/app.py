@@ -31,7 +31,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from ..nn import Network
+from ..nn.ensemble import Model
 from .middleware import (
     MAX_BODY_BYTES,
     BodySizeLimitMiddleware,
@@ -45,14 +45,15 @@ __all__ = ["INLINE_BODY_BYTES", "MAX_BODY_BYTES", "MAX_PIXELS_SIDE", "MAX_UPLOAD
 
 
 def create_app(
-    network: Network, *, allowed_hosts: Sequence[str] | None = None, allow_ip_literals: bool = False
+    network: Model, *, allowed_hosts: Sequence[str] | None = None, allow_ip_literals: bool = False
 ) -> FastAPI:
     """Build the web app around an already loaded network.
 
     Parameters
     ----------
-    network : Network
-        A model for 28x28 single-channel images (784 inputs), e.g. from :meth:`Network.load`.
+    network : Network or Ensemble
+        A model for 28x28 single-channel images (784 inputs), e.g. from
+        :func:`digitnet.nn.ensemble.load_model`.
         It is only read, never changed, so one network serves every request.
     allowed_hosts : sequence of str, optional
         Host names the app answers for (see :class:`~digitnet.web.middleware.HostCheckMiddleware`);

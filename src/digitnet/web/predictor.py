@@ -19,7 +19,7 @@ from PIL import Image
 
 from .. import __version__
 from ..errors import DigitnetError
-from ..nn import Network
+from ..nn.ensemble import Model
 from ..preprocess import MAX_IMAGE_PIXELS, load_image, to_mnist
 
 __all__ = ["MAX_PIXELS_SIDE", "MAX_UPLOAD_PIXELS", "ClientError", "Predictor", "ink_from_upload", "pixels_from_json"]
@@ -178,8 +178,9 @@ class Predictor:
 
     Parameters
     ----------
-    network : Network
-        A model for 28x28 single-channel images (784 inputs), e.g. from :meth:`Network.load`.
+    network : Network or Ensemble
+        A model for 28x28 single-channel images (784 inputs), e.g. from
+        :func:`digitnet.nn.ensemble.load_model`.
         It is only read, never changed, so one predictor serves every request.
 
     Raises
@@ -194,7 +195,7 @@ class Predictor:
     :meth:`Network.predict_proba` at the same time.
     """
 
-    def __init__(self, network: Network) -> None:
+    def __init__(self, network: Model) -> None:
         if int(np.prod(network.input_shape)) != 28 * 28:
             raise DigitnetError(
                 f"This model takes inputs of shape {tuple(network.input_shape)}, but "
@@ -245,7 +246,7 @@ class Predictor:
         return self.predict_ink(ink_from_upload(data))
 
 
-def model_info(network: Network) -> dict[str, Any]:
+def model_info(network: Model) -> dict[str, Any]:
     """What ``GET /api/model`` says about ``network`` (see :class:`~digitnet.web.schemas.ModelInfo`)."""
     metrics = network.metadata.get("metrics") or {}
     accuracy = metrics.get("test_accuracy") if isinstance(metrics, dict) else None
