@@ -17,7 +17,7 @@ from .errors import ModelFileError
 from .nn import Network
 
 #: sha256 of ``src/digitnet/models/reader.npz``.
-READER_SHA256 = "3646bcb81b21f80d998d57db342eae28ee7389049a2019c5a486f0d6a50e2850"
+READER_SHA256 = "3e2d71e9f223ab88947f5715780f248daf859806905ffddc5dd0862f3c7e40e3"
 
 
 def reader_path() -> Path:
