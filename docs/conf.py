@@ -50,7 +50,7 @@ templates_path = ["_templates"]
 # Names from other projects are not checked: resolving them would need their inventories online.
 nitpicky = True
 EXTERNAL = (
-    r"(numpy|np|click|fastapi|starlette|pydantic|typing|typing_extensions|collections|pathlib|os|io|re|"
+    r"(numpy|np|click|fastapi|starlette|pydantic|pydantic_core|optuna|typing|typing_extensions|collections|pathlib|os|io|re|"
     r"abc|enum|json|zipfile|subprocess|threading|concurrent|socket|datetime|types|dataclasses|argparse|"
     r"pickle|tempfile|warnings|onnx|onnxruntime|ray|PIL|matplotlib|scipy|rich|uvicorn|h11|threadpoolctl|platformdirs|sklearn|asyncio)(\..*)?"
 )

@@ -605,7 +605,7 @@ def plot_robustness(curves: Mapping[str, Mapping[str, Sequence[float]]], example
             for j, severity in enumerate(family.severities):
                 _digit_axes(figure.add_subplot(strip[0, j]), perturbed(example[np.newaxis], name, severity)[0])
     handles, labels = figure.axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), frameon=False)
+    figure.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), 4), frameon=False)
     return figure
 
 

@@ -73,6 +73,7 @@ class Dist(_Strict):
 
     @property
     def kind(self) -> str:
+        """Which form this dimension takes: ``value``, ``choice``, ``uniform``, ``loguniform`` or ``randint``."""
         return next(
             name for name in ("value", "choice", "uniform", "loguniform", "randint") if getattr(self, name) is not None
         )

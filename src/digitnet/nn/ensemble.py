@@ -55,10 +55,21 @@ class Model(Protocol):
     class_names: list[str]
     metadata: dict[str, Any]
 
-    def predict_proba(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray: ...
-    def predict(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray: ...
-    def describe(self) -> str: ...
-    def num_parameters(self) -> int: ...
+    def predict_proba(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
+        """Class probabilities ``(N, K)`` for images with values in [0, 1] (or uint8)."""
+        ...
+
+    def predict(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
+        """The most probable class index for each image."""
+        ...
+
+    def describe(self) -> str:
+        """A one-line summary of the architecture."""
+        ...
+
+    def num_parameters(self) -> int:
+        """How many numbers the model has learned."""
+        ...
 
 
 class _Manifest(BaseModel):
@@ -113,6 +124,7 @@ class Ensemble:
         return f"ensemble of {len(self.members)}: " + ", ".join(f"{n} x {arch}" for arch, n in kinds.items())
 
     def num_parameters(self) -> int:
+        """The members' parameters, all counted."""
         return sum(member.num_parameters() for member in self.members)
 
     def save(self, path: str | os.PathLike) -> None:

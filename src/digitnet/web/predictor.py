@@ -192,7 +192,7 @@ class Predictor:
     -----
     There is no lock around the network: inference is stateless (layers keep nothing between
     calls unless training), so worker threads and the event loop may call
-    :meth:`Network.predict_proba` at the same time.
+    :meth:`~digitnet.nn.Network.predict_proba` at the same time.
     """
 
     def __init__(self, network: Model) -> None:
