@@ -21,6 +21,7 @@ from ..experiment import ExperimentConfig, run
 from ..nn import Network
 from ..nn.ensemble import MAX_ENSEMBLE_MEMBERS, Ensemble
 from ..nn.modelfile import network_bytes, read_network
+from ..threads import parse_threads
 
 #: How often Ray may start a member's task again after its worker died (a crash, a lost node).
 MEMBER_RETRIES = 3
@@ -59,7 +60,8 @@ def train_ensemble(
     Parameters
     ----------
     configs : sequence of ExperimentConfig
-        One per member; each one's ``threads`` is the cores its task asks Ray for (default 1).
+        One per member; each one's ``threads`` is the cores its task asks Ray for and trains on
+        (``"auto"`` or ``None``: 1).
     data : Dataset
         Put into Ray's object store once; every task reads it from there.
     on_member : callable, optional
@@ -71,8 +73,11 @@ def train_ensemble(
         raise DigitnetError(f"an ensemble has 1 to {MAX_ENSEMBLE_MEMBERS} members, not {len(configs)}.")
     data_ref = ray.put(data)
     task = ray.remote(max_retries=MEMBER_RETRIES)(train_member)
+    # A member trains on exactly the cores its task reserves: "auto" would probe for more.
+    cores = [parse_threads(config.threads) or 1 for config in configs]
     pending: dict[Any, int] = {
-        task.options(num_cpus=config.threads or 1).remote(config, data_ref): k for k, config in enumerate(configs)
+        task.options(num_cpus=n).remote(replace(config, threads=n), data_ref): k
+        for k, (config, n) in enumerate(zip(configs, cores))
     }
     results: dict[int, MemberResult] = {}
     while pending:
