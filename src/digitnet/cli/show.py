@@ -38,7 +38,7 @@ WHAT_HELP = (
 
 
 @click.command()
-@click.argument("models", nargs=-1, type=click.Path(dir_okay=False), metavar="[MODEL]...")
+@click.argument("models", nargs=-1, type=click.Path(dir_okay=False), metavar="[MODEL ...]")
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
