@@ -212,11 +212,15 @@ def test_the_same_sweep_runs_on_a_two_node_cluster(digits, tmp_path):
     try:
         with ray_session(cluster.address) as resources:
             assert resources["CPU"] == 2
+            nodes = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
             outcome, _ = run_sweep(
                 tiny_spec(search="grid", early_stopping=False), digits, tmp_path / "s", concurrency=2
             )
     finally:
         ray.shutdown()
         cluster.shutdown()
+    assert len(nodes) == 2
     assert len(outcome.rows) == 4 and all(row["status"] == "done" for row in outcome.rows)
-    assert len({row["node"] for row in outcome.rows}) == 2  # both nodes ran trials
+    # Which node runs which trial is Ray's choice: with trial processes reused, a warm worker on one
+    # node may take every trial (seen in CI), so only "on this cluster's nodes" is asserted.
+    assert {row["node"] for row in outcome.rows} <= nodes
