@@ -157,3 +157,20 @@ def test_show_refuses_the_weights_of_an_ensemble_which_has_no_single_first_layer
     assert result.exit_code == 1
     assert "is an ensemble, which has no single first layer to draw" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_show_draws_an_ensembles_default_figures_without_weights_or_history(members, tmp_path, monkeypatch):
+    from digitnet.cli import show as show_module
+    from digitnet.data import Dataset
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(30, 28, 28), dtype=np.uint8)
+    labels = (np.arange(30) % 10).astype(np.uint8)
+    tiny = Dataset("mnist", tuple(str(d) for d in range(10)), images, labels, images, labels)
+    monkeypatch.setattr(show_module, "load_dataset_for_cli", lambda *args: tiny)
+    path = tmp_path / "ensemble.npz"
+    Ensemble(members, {"dataset": "mnist"}).save(path)
+    result = CliRunner().invoke(main, ["show", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert "weights.png" not in written and "samples.png" in written and "confusion.png" in written

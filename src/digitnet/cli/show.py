@@ -82,12 +82,12 @@ def _draw(models, out: Path, what: tuple[str, ...], index: int, data_dir, cache_
     loaded = [model_or_reader(path) for path in models or [None]]
     networks = {source: network for network, source in loaded}
     network, source = next(iter(networks.values())), next(iter(networks))
+    if "learning-curves" in what:  # asked for by name: fail before drawing anything
+        require_history(network, source=source)
     if not isinstance(network, Network):  # an ensemble: no single first layer to draw
         if "weights" in what:
             raise DigitnetError(f"{source} is an ensemble, which has no single first layer to draw; drop weights.")
         what = tuple(name for name in what or DEFAULT_FIGURES if name != "weights")
-    if "learning-curves" in what:  # asked for by name: fail before drawing anything
-        require_history(network, source=source)
     data = _dataset_of(networks, data_dir, cache_dir, openml)
     if len(networks) > 1:
         return [save_figure(robustness_figure(networks, data), out / "robustness.png")]
