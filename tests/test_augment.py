@@ -277,7 +277,9 @@ def test_noise_reaches_about_the_chance_asked_and_stays_between_no_ink_and_full_
     assert 150 <= noisy.sum() <= 250
     assert out.min() >= BACKGROUND - 1e-6 and out.max() <= full_ink + 1e-6
     # At most 0.3 of full ink: the spread of the noisiest image stays below that (before clipping).
-    assert (out[noisy] - BACKGROUND).std(axis=(1, 2, 3)).max() < 0.3 * (full_ink - BACKGROUND)
+    spread = (out[noisy] - BACKGROUND).std(axis=(1, 2, 3)).max()
+    # Clipped below at no ink, the noisiest of 200 images spreads about 0.17 of the ink range.
+    assert 0.1 * (full_ink - BACKGROUND) < spread < 0.3 * (full_ink - BACKGROUND)
 
 
 def test_the_older_strengths_do_not_run_the_pen_and_scanner_stage():

@@ -114,3 +114,16 @@ def test_other_augmentations_rewrite_nothing_and_draw_nothing_from_the_generator
         same = with_conventions(ExperimentConfig(model="cnn", augment=augment), data, np.arange(100), rng)
         assert same is data
         assert rng.random() == np.random.default_rng(0).random()
+
+
+def test_float_images_keep_their_scale_and_only_the_rewritten_ones_change():
+    data = tiny_digits()
+    floats = Dataset(
+        "tiny", DIGITS, data.train_images * np.float32(0.7 / 255), data.train_labels, data.test_images, data.test_labels
+    )
+    train_index = np.arange(0, 100)
+    rewritten = with_conventions(ExperimentConfig(augment="reader"), floats, train_index, np.random.default_rng(0))
+    changed = (rewritten.train_images != floats.train_images).any(axis=(1, 2))
+    assert changed.any() and set(floats.train_labels[changed]) <= {1, 7}
+    assert 0.5 < rewritten.train_images[changed].max() <= 1.0  # still [0, 1] ink, not zeroed
+    np.testing.assert_array_equal(rewritten.train_images[~changed], floats.train_images[~changed])

@@ -182,3 +182,25 @@ def test_several_models_with_other_figures_are_refused_before_anything_is_drawn(
     assert result.exit_code == 1
     assert "several models can only be compared in the robustness figure" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_models_trained_on_different_datasets_are_not_compared(models, tmp_path):
+    from digitnet.nn import Network
+
+    other = Network.load(models / "bare.npz")
+    other.metadata["dataset"] = "fashion-mnist"
+    other.save(tmp_path / "fashion.npz")
+    result = CliRunner().invoke(
+        show,
+        [
+            str(models / "model.npz"),
+            str(tmp_path / "fashion.npz"),
+            "--what",
+            "robustness",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "was trained on fashion-mnist, not digits" in result.output
+    assert not (tmp_path / "o").exists()

@@ -262,10 +262,13 @@ def with_conventions(
     strength = STRENGTHS.get(config.augment_strength or "")
     if strength is None or not strength.conventions:
         return data
+    pixels = data.train_images[train_index]
+    is_uint8 = pixels.dtype == np.uint8  # float datasets (the scikit-learn estimator's) hold [0, 1]
+    ink = pixels if is_uint8 else np.round(np.asarray(pixels) * 255).astype(np.uint8)
+    rewritten = rewrite(ink, data.train_labels[train_index], data.class_names, strength.conventions, rng)
+    changed = (rewritten != ink).any(axis=(1, 2))  # only these are written back: no rounding elsewhere
     images = np.array(data.train_images)
-    images[train_index] = rewrite(
-        images[train_index], data.train_labels[train_index], data.class_names, strength.conventions, rng
-    )
+    images[train_index[changed]] = rewritten[changed] if is_uint8 else rewritten[changed] / 255.0
     return dataclasses.replace(data, train_images=images)
 
 

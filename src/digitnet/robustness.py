@@ -1,6 +1,7 @@
 """How accuracy falls as test digits are rotated, thickened, blurred, made noisy, shifted or scaled.
 
-Each perturbation is a family of severities, the first of which leaves the digits unchanged. The
+Each perturbation is a family of severities, one of which (0, or 1.0 for scale) leaves the digits
+unchanged. The
 same test digits (white ink on black, values in [0, 1]) are perturbed at every severity with
 scipy.ndimage, and the model reads them exactly as it reads the test set. Noise and shift
 directions come from a fixed seed, so a curve is the same every time it is drawn::
@@ -75,7 +76,9 @@ def _scale(images: np.ndarray, factor: float, rng: np.random.Generator) -> np.nd
 #: Every perturbation by name, in the order the figures show them.
 PERTURBATIONS: dict[str, Perturbation] = {
     "rotation": Perturbation("Rotation", "degrees", (0, 10, 20, 30, 45, 60), _rotate),
-    "thickness": Perturbation("Stroke thickness", "pixels thinner (-) or thicker (+)", (-1, 0, 1, 2, 3), _stroke),
+    "thickness": Perturbation(
+        "Stroke thickness", "pixels added to each side of a stroke (-: removed)", (-1, 0, 1, 2, 3), _stroke
+    ),
     "blur": Perturbation("Blur", "Gaussian sigma, pixels", (0, 0.5, 1, 1.5, 2, 3), _blur),
     "noise": Perturbation("Noise", "Gaussian sigma, of full ink", (0, 0.1, 0.2, 0.3, 0.4, 0.5), _noise),
     "shift": Perturbation("Shift", "pixels", (0, 2, 4, 6, 8), _shift),

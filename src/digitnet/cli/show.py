@@ -104,7 +104,13 @@ def _draw(models, out: Path, what: tuple[str, ...], index: int, data_dir, cache_
 
 def _dataset_of(networks: dict[str, Model], data_dir, cache_dir, openml: bool) -> Dataset:
     """The test set the models were trained for (the first model's dataset; all must read it)."""
-    dataset = next(iter(networks.values())).metadata.get("dataset", "mnist")
+    datasets = {source: network.metadata.get("dataset") or "mnist" for source, network in networks.items()}
+    dataset = next(iter(datasets.values()))
+    for source, other in datasets.items():
+        if other != dataset:
+            raise DigitnetError(
+                f"{source} was trained on {other}, not {dataset}; compare models trained on the same dataset."
+            )
     data = load_dataset_for_cli(dataset, data_dir, cache_dir, openml)
     for source, network in networks.items():
         if (1, *data.image_shape) != network.input_shape or data.num_classes != len(network.class_names):
