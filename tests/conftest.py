@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,3 +128,29 @@ def docs_site(mnist, tmp_path_factory) -> SphinxBuild:
     """The documentation site, built once: this runs the tutorial notebook on real MNIST, so the
     notebook's own test reads the executed copy instead of running it a second time."""
     return sphinx_build(Path(__file__).resolve().parent.parent / "docs", tmp_path_factory.mktemp("docs") / "site")
+
+
+@contextlib.contextmanager
+def serving(app):
+    """``app`` served as ``digitnet serve`` serves it (same uvicorn settings), on a free loopback
+    port, by uvicorn in a thread so the test can stop it; yields the base URL."""
+    import uvicorn
+
+    from digitnet.web.server import uvicorn_config
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    server = uvicorn.Server(uvicorn_config(app))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

@@ -11,9 +11,7 @@ import functools
 import importlib
 import inspect
 import pkgutil
-import socket
 import threading
-import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,7 +21,7 @@ import pytest
 from test_web_browser import browser  # noqa: F401  (the fixture: Debian's Chromium, or skip/fail)
 
 import digitnet
-from conftest import sphinx_build
+from conftest import serving, sphinx_build
 from digitnet.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,25 +210,11 @@ def test_the_site_search_works_offline(offline_tab, site_url):
 @pytest.fixture(scope="module")
 def app_url():
     """``digitnet serve``'s app, around the shipped reader model, on a free loopback port."""
-    uvicorn = importlib.import_module("uvicorn")
     from digitnet.reader import load_reader
     from digitnet.web import create_app
-    from digitnet.web.server import uvicorn_config
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    server = uvicorn.Server(uvicorn_config(create_app(load_reader())))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(create_app(load_reader())) as url:
+        yield url
 
 
 @pytest.mark.browser

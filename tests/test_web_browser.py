@@ -11,14 +11,14 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+
+from conftest import serving
 
 pytestmark = pytest.mark.browser
 
@@ -89,10 +89,10 @@ def server_url(browser, mnist_model_path):
     and connection limit), on uvicorn in a thread so the test can stop it.
     """
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (only asked whether the web extra is installed)
 
         from digitnet.web import create_app
-        from digitnet.web.server import host_policy, uvicorn_config
+        from digitnet.web.server import host_policy
     except ImportError as error:
         unavailable(f"the web extra is not installed ({error}): pip install 'digitnet[web]'")
     from digitnet.nn import Network
@@ -100,20 +100,8 @@ def server_url(browser, mnist_model_path):
     # Asked for only now, after `browser`: without a browser, skip before training the model.
     names, allow_ip_literals = host_policy("127.0.0.1")
     app = create_app(Network.load(mnist_model_path), allowed_hosts=names, allow_ip_literals=allow_ip_literals)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    server = uvicorn.Server(uvicorn_config(app))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture
