@@ -289,9 +289,18 @@ def test_dropout_with_a_fixed_mask_matches_pytorch(rng, torch):
     np.testing.assert_array_equal(layer.forward(x, training=False), eval_t(torch.tensor(x)).numpy())
 
 
+def _batch_last(x: np.ndarray) -> np.ndarray:
+    """``x`` with the same values, stored batch-last as a convolution's output is: ``(C, H, W, N)``."""
+    return np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2) if x.ndim == 4 else x
+
+
 @pytest.mark.torch
-@pytest.mark.parametrize("shape", [(6, 4), (3, 4, 3, 5)], ids=["BatchNorm1d", "BatchNorm2d"])
-def test_batchnorm_matches_pytorch_in_training_and_inference(shape, rng, torch):
+@pytest.mark.parametrize(
+    ("shape", "layout"),
+    [((6, 4), np.asarray), ((3, 4, 3, 5), np.asarray), ((3, 4, 3, 5), _batch_last)],
+    ids=["BatchNorm1d", "BatchNorm2d", "BatchNorm2d batch-last"],
+)
+def test_batchnorm_matches_pytorch_in_training_and_inference(shape, layout, rng, torch):
     layer = BatchNorm(4, dtype=np.float64)
     layer.params["gamma"][:] = rng.uniform(0.5, 1.5, 4)
     layer.params["beta"][:] = rng.standard_normal(4)
@@ -301,9 +310,9 @@ def test_batchnorm_matches_pytorch_in_training_and_inference(shape, rng, torch):
         module.bias.copy_(torch.tensor(layer.params["beta"]))
     for _ in range(3):  # several steps, so the running statistics are compared too
         x = rng.standard_normal(shape) * 2 + 0.5
-        out = layer.forward(x, training=True)
+        out = layer.forward(layout(x), training=True)
         grad_out = rng.standard_normal(shape)
-        grad_x = layer.backward(grad_out)
+        grad_x = layer.backward(layout(grad_out))
         x_t = torch.tensor(x, requires_grad=True)
         module.zero_grad()
         out_t = module.train()(x_t)
@@ -315,7 +324,7 @@ def test_batchnorm_matches_pytorch_in_training_and_inference(shape, rng, torch):
     np.testing.assert_allclose(layer.buffers["running_mean"], module.running_mean.numpy(), rtol=1e-10)
     np.testing.assert_allclose(layer.buffers["running_var"], module.running_var.numpy(), rtol=1e-10)
     x = rng.standard_normal(shape)
-    np.testing.assert_allclose(layer.forward(x), module.eval()(torch.tensor(x)).detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(layer.forward(layout(x)), module.eval()(torch.tensor(x)).detach().numpy(), rtol=1e-10)
 
 
 def test_conv2d_inference_in_chunks_matches_one_batch(rng, monkeypatch):

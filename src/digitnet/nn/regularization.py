@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -93,41 +94,60 @@ class BatchNorm(Layer):
         self.inv_std: np.ndarray | None = None
 
     @staticmethod
-    def _reduce_axes_and_shape(x: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """Axes to average over and the shape that broadcasts a per-channel vector against ``x``."""
+    def _channel_rows(x: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """``x`` as a ``(C, values per channel)`` matrix, and the function that turns such a matrix
+        back into ``x``'s shape.
+
+        Why: the statistics are then plain row reductions. After a convolution the images are
+        batch-last in memory, ``(C, H, W, N)``, so the matrix is a view, not a copy, and the result
+        keeps that layout for the layers after it.
+        """
         if x.ndim == 2:
-            return (0,), (1, -1)
-        return (0, *range(2, x.ndim)), (1, -1, *([1] * (x.ndim - 2)))
+            return x.T, lambda rows: rows.T
+        moved = x.transpose(1, *range(2, x.ndim), 0)  # (C, H, W, N)
+        return moved.reshape(x.shape[1], -1), lambda rows: rows.reshape(moved.shape).transpose(
+            x.ndim - 1, 0, *range(1, x.ndim - 1)
+        )
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        axes, channel_shape = self._reduce_axes_and_shape(x)
-        gamma = self.params["gamma"].reshape(channel_shape)
-        beta = self.params["beta"].reshape(channel_shape)
+        rows, back = self._channel_rows(x)
+        gamma, beta = self.params["gamma"][:, None], self.params["beta"][:, None]
         if not training:
-            scale = gamma / np.sqrt(self.buffers["running_var"].reshape(channel_shape) + self.eps)
-            return (x - self.buffers["running_mean"].reshape(channel_shape)) * scale + beta
-        mean = x.mean(axis=axes, keepdims=True)
-        centred = x - mean
-        var = np.mean(centred * centred, axis=axes, keepdims=True)
+            scale = gamma / np.sqrt(self.buffers["running_var"][:, None] + self.eps)
+            return back((rows - self.buffers["running_mean"][:, None]) * scale + beta)
+        count = rows.shape[1]
+        mean = rows.mean(axis=1)
+        x_hat = rows - mean[:, None]
+        var = np.einsum("ij,ij->i", x_hat, x_hat) / count
         inv_std = 1 / np.sqrt(var + self.eps)
-        self.x_hat, self.inv_std = centred * inv_std, inv_std
-        count = x.size // self.channels
+        x_hat *= inv_std[:, None]
+        self.x_hat, self.inv_std = x_hat, inv_std
         self.buffers["running_mean"] *= 1 - self.momentum
-        self.buffers["running_mean"] += self.momentum * mean.reshape(-1)
+        self.buffers["running_mean"] += self.momentum * mean
         self.buffers["running_var"] *= 1 - self.momentum
-        self.buffers["running_var"] += self.momentum * var.reshape(-1) * count / max(1, count - 1)
-        return self.x_hat * gamma + beta
+        self.buffers["running_var"] += self.momentum * var * count / max(1, count - 1)
+        out = x_hat * gamma
+        out += beta
+        return back(out)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         x_hat, inv_std = self.saved(self.x_hat), self.saved(self.inv_std)
-        axes, channel_shape = self._reduce_axes_and_shape(grad_out)
-        np.sum(grad_out * x_hat, axis=axes, out=self.grads["gamma"])
-        np.sum(grad_out, axis=axes, out=self.grads["beta"])
-        d = grad_out * self.params["gamma"].reshape(channel_shape)
-        return (d - d.mean(axis=axes, keepdims=True) - x_hat * (d * x_hat).mean(axis=axes, keepdims=True)) * inv_std
+        g, back = self._channel_rows(grad_out)
+        count = g.shape[1]
+        np.sum(g, axis=1, out=self.grads["beta"])
+        np.einsum("ij,ij->i", g, x_hat, out=self.grads["gamma"])
+        # dL/dx = gamma / std * (g - mean(g) - x_hat * mean(g * x_hat)), per channel
+        grad_x = x_hat * (-self.grads["gamma"] / count)[:, None]
+        grad_x += g
+        grad_x -= (self.grads["beta"] / count)[:, None]
+        grad_x *= (self.params["gamma"] * inv_std)[:, None]
+        return back(grad_x)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return input_shape
+
+    def summary(self) -> str:
+        return "bn"
 
     def config(self) -> dict[str, Any]:
         return {"channels": self.channels, "momentum": self.momentum, "eps": self.eps}
