@@ -1,7 +1,9 @@
 """Seconds per epoch of digitnet's NumPy CNN against PyTorch on the CPU, and the cost of augmentation.
 
-Both frameworks train the same architecture (digitnet's ``cnn``: conv5x5 16 > pool > ReLU > conv5x5 32
-> pool > ReLU > 128 > dropout > 10) with Adam, the same batch size and the same number of threads.
+Both frameworks train the same architecture (digitnet's ``cnn``: unpadded conv5x5 20 > pool > batch
+norm > ReLU > conv5x5 40 > pool > batch norm > ReLU > 128 > dropout > 10; ``--model cnn-padded`` for
+the first CNN: conv5x5 16 > pool > ReLU > conv5x5 32 > pool > ReLU > 128 > dropout > 10) with
+Adam, the same batch size and the same number of threads.
 Each is timed over ``--batches`` training steps and scaled to one epoch of 55,000 images; the two
 alternate step by step, so that both see the same load from other processes. The NumPy run also
 records where its time goes, layer by layer. Augmentation is timed per epoch for each
@@ -31,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from digitnet.augment import STRENGTHS, Augmenter, Strength
 from digitnet.nn import SoftmaxCrossEntropy, build_mlp
-from digitnet.nn.architectures import build_cnn
+from digitnet.nn.architectures import build_network
 from digitnet.optim import Adam
 from digitnet.train import pixel_statistics
 
@@ -55,13 +57,13 @@ def load_images(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         return rng.standard_normal((count, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, count)
 
 
-def numpy_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int):
+def numpy_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int, model: str = "cnn"):
     """Generator: one NumPy CNN training step per ``next``; finally returns the timings.
 
     Records the wall-clock and CPU seconds of each step and the forward and backward time per layer.
     """
     rng = np.random.default_rng(0)
-    network = build_cnn(rng=rng)
+    network = build_network(model, input_shape=(1, 28, 28), num_classes=10, rng=rng)
     loss = SoftmaxCrossEntropy()
     optimizer = Adam([(p, g) for _, p, g in network.parameters()], lr=1e-3)  # as digitnet.train does
     per_layer: dict[str, float] = defaultdict(float)
@@ -103,26 +105,31 @@ def numpy_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int):
     }
 
 
-def torch_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int, threads: int):
+def torch_cnn(model: str = "cnn"):
+    """PyTorch's copy of digitnet's ``cnn`` or ``cnn-padded`` (same layers, same order)."""
+    from torch import nn
+
+    if model == "cnn-padded":
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(16, 32, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10),
+        )  # fmt: skip
+    return nn.Sequential(
+        nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.BatchNorm2d(20), nn.ReLU(),
+        nn.Conv2d(20, 40, 5), nn.MaxPool2d(2), nn.BatchNorm2d(40), nn.ReLU(),
+        nn.Flatten(), nn.Linear(40 * 4 * 4, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10),
+    )  # fmt: skip
+
+
+def torch_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int, threads: int, model: str = "cnn"):
     """Generator: one PyTorch training step of the same CNN per ``next``; finally returns the timings."""
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     nn = torch.nn
-    model = nn.Sequential(
-        nn.Conv2d(1, 16, 5, padding=2),
-        nn.MaxPool2d(2),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 5, padding=2),
-        nn.MaxPool2d(2),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(32 * 7 * 7, 128),
-        nn.ReLU(),
-        nn.Dropout(0.25),
-        nn.Linear(128, 10),
-    )
+    model = torch_cnn(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x_t, y_t = torch.from_numpy(x), torch.from_numpy(labels)
     rng = np.random.default_rng(0)
@@ -199,6 +206,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="BLAS / PyTorch threads")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--model", choices=["cnn", "cnn-padded"], default="cnn", help="which CNN")
     parser.add_argument("--batches", type=int, default=30, help="timed training steps per framework")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -214,9 +222,11 @@ def main() -> None:
     except ImportError:
         have_torch = False
     with threadpool_limits(args.threads):
-        steppers = [numpy_cnn_steps(x, labels, args.batch_size, args.batches, args.warmup)]
+        steppers = [numpy_cnn_steps(x, labels, args.batch_size, args.batches, args.warmup, args.model)]
         if have_torch:
-            steppers.append(torch_cnn_steps(x, labels, args.batch_size, args.batches, args.warmup, args.threads))
+            steppers.append(
+                torch_cnn_steps(x, labels, args.batch_size, args.batches, args.warmup, args.threads, args.model)
+            )
         numpy_cnn, torch_cnn = (run_alternating(*steppers) + [None])[:2]
         augmentation = time_augmentation(x, labels, args.batch_size)
 

@@ -292,7 +292,7 @@ def test_cnn_trains_with_light_augmentation_unless_told_otherwise(runner, tmp_pa
         assert result.exit_code == 0
         network = Network.load(out)
         assert network.metadata["training"]["augment"] == expected
-        assert network.describe().startswith("64-conv5x5:16-pool2")
+        assert network.describe().startswith("64-conv5x5:20-pool2-bn-conv5x5:40")
 
 
 def test_augment_without_a_value_means_light(runner, tmp_path):

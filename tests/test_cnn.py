@@ -7,50 +7,75 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from conftest import check_network_gradients
-from digitnet.nn import Conv2D, Dropout, MaxPool2D, Network
+from digitnet.nn import BatchNorm, Conv2D, Dropout, MaxPool2D, Network
 from digitnet.nn.architectures import ARCHITECTURES, build_cnn, build_network
 from digitnet.train import TrainConfig, pixel_statistics, train
 
 
-def test_whole_cnn_gradients_match_finite_differences(rng):
+@pytest.mark.parametrize(
+    ("image", "settings"),
+    [
+        ((9, 7), {"padding": "same", "batch_norm": False}),  # the first CNN's structure
+        ((14, 12), {}),  # the default: unpadded convolutions, batch normalisation
+    ],
+)
+def test_whole_cnn_gradients_match_finite_differences(image, settings, rng):
     network = build_cnn(
         (5,),
-        input_shape=(1, 9, 7),
+        input_shape=(1, *image),
         num_classes=3,
         rng=rng,
         dtype=np.float64,
         channels=(2, 3),
         kernel_size=3,
         dropout=0.0,
+        **settings,
     )
     for _, param, _ in network.parameters():
         param += 0.01 * rng.standard_normal(param.shape)  # non-zero biases too
-    x, labels = rng.standard_normal((4, 1, 9, 7)), rng.integers(0, 3, 4)
+    x, labels = rng.standard_normal((4, 1, *image)), rng.integers(0, 3, 4)
     check_network_gradients(network, x, labels)
 
 
 def test_cnn_has_the_documented_layers_and_output_size(rng):
-    network = build_cnn(rng=rng)
+    network = build_network("cnn", input_shape=(1, 28, 28), num_classes=10, rng=rng)
+    stage = ["Conv2D", "MaxPool2D", "BatchNorm", "ReLU"]
     assert [type(layer).__name__ for layer in network.layers] == [
-        "Conv2D",
-        "MaxPool2D",
-        "ReLU",
-        "Conv2D",
-        "MaxPool2D",
-        "ReLU",
-        "Flatten",
-        "Dense",
-        "ReLU",
-        "Dropout",
-        "Dense",
+        *stage,
+        *stage,
+        *["Flatten", "Dense", "ReLU", "Dropout", "Dense"],
     ]
+    assert [layer.padding for layer in network.layers if isinstance(layer, Conv2D)] == ["valid", "valid"]
     assert network.forward(np.zeros((3, 1, 28, 28), dtype=np.float32)).shape == (3, 10)
+    assert network.layers[9].in_features == 40 * 4 * 4
+
+
+def test_first_cnn_keeps_the_reader_s_layers(rng):
+    """The shipped reader and the 12-CNN ensemble are built on cnn-padded: its layers must not drift."""
+    network = build_network("cnn-padded", input_shape=(1, 28, 28), num_classes=10, rng=rng)
+    stage = ["Conv2D", "MaxPool2D", "ReLU"]
+    assert [type(layer).__name__ for layer in network.layers] == [
+        *stage,
+        *stage,
+        *["Flatten", "Dense", "ReLU", "Dropout", "Dense"],
+    ]
+    assert [(c.out_channels, c.padding) for c in network.layers if isinstance(c, Conv2D)] == [
+        (16, "same"),
+        (32, "same"),
+    ]
     assert network.layers[7].in_features == 32 * 7 * 7
 
 
+def test_cnn_pads_images_too_small_for_unpadded_convolutions(rng):
+    """scikit-learn's 8x8 digits would shrink to nothing through two unpadded 5x5 stages."""
+    network = build_network("cnn", input_shape=(1, 8, 8), num_classes=10, rng=rng)
+    assert [layer.padding for layer in network.layers if isinstance(layer, Conv2D)] == ["same", "same"]
+    assert network.forward(np.zeros((2, 1, 8, 8), dtype=np.float32)).shape == (2, 10)
+
+
 def test_cnn_builds_for_odd_image_sizes(rng):
-    network = build_cnn(input_shape=(1, 13, 11), num_classes=4, rng=rng, channels=(3, 4))
-    assert network.forward(rng.standard_normal((2, 1, 13, 11)).astype(np.float32)).shape == (2, 4)
+    network = build_cnn(input_shape=(1, 19, 17), num_classes=4, rng=rng, channels=(3, 4))
+    assert network.forward(rng.standard_normal((2, 1, 19, 17)).astype(np.float32)).shape == (2, 4)
 
 
 def test_cnn_predictions_are_deterministic_with_dropout_off_at_inference(rng):
@@ -78,9 +103,10 @@ def test_cnn_file_records_its_layer_settings(tmp_path, rng):
     loaded = Network.load(tmp_path / "cnn.npz")
     conv = [layer for layer in loaded.layers if isinstance(layer, Conv2D)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in conv] == [
-        (1, 6, (3, 3), "same"),
-        (6, 8, (3, 3), "same"),
+        (1, 6, (3, 3), "valid"),
+        (6, 8, (3, 3), "valid"),
     ]
+    assert [layer.channels for layer in loaded.layers if isinstance(layer, BatchNorm)] == [6, 8]
     assert [layer.pool_size for layer in loaded.layers if isinstance(layer, MaxPool2D)] == [2, 2]
     assert [layer.rate for layer in loaded.layers if isinstance(layer, Dropout)] == [0.3]
 

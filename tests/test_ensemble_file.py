@@ -135,7 +135,7 @@ def test_the_cnn12_recipe_is_the_readmes_twelve_cnns():
     from digitnet.recipes import ENSEMBLES
 
     members = [ExperimentConfig(threads=1, **member) for member in ENSEMBLES["cnn12"]]
-    assert {member.model for member in members} == {"cnn"}
+    assert {member.model for member in members} == {"cnn-padded"}
     kinds = [(member.augment_strength, member.seed, member.train_config().epochs) for member in members]
     assert kinds == [("medium", s, 20) for s in range(7)] + [("light", s, 12) for s in range(4)] + [(None, 0, 12)]
 

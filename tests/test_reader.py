@@ -12,7 +12,8 @@ from digitnet import reader
 from digitnet.augment import STRENGTHS
 from digitnet.cli.common import model_or_reader
 from digitnet.errors import ModelFileError
-from digitnet.recipes import resolve_recipe
+from digitnet.nn.architectures import build_network
+from digitnet.recipes import PRESETS, resolve_recipe
 
 
 def test_the_shipped_reader_is_the_released_file():
@@ -22,13 +23,15 @@ def test_the_shipped_reader_is_the_released_file():
 
 
 def test_the_reader_is_the_cnn_of_the_reader_recipe_as_the_code_defines_it_now():
-    """A change to the reader's recipe or augmentation must come with a retrained reader file."""
+    """A change to the reader's network, recipe or augmentation must come with a retrained reader file."""
     network = reader.load_reader()
-    training = network.metadata["training"]
-    assert network.metadata["model"] == "cnn" and training["augment"] == "reader"
+    training, preset = network.metadata["training"], PRESETS["reader"]
+    assert network.metadata["model"] == preset["model"] and training["augment"] == preset["augment"]
+    fresh = build_network(preset["model"], input_shape=(1, 28, 28), num_classes=10, rng=np.random.default_rng(0))
+    assert network.describe() == fresh.describe()
     assert training["seed"] == 0 and network.metadata["dataset"] == "mnist"
     assert training["augment_strength"] == STRENGTHS["reader"].to_dict()
-    recipe = resolve_recipe("cnn", "reader").to_dict()
+    recipe = resolve_recipe(preset["model"], preset["augment"]).to_dict()
     assert {key: training[key] for key in recipe} == recipe
 
 

@@ -39,8 +39,8 @@ def test_the_largest_product_of_the_mlp_is_its_first_dense_layer():
 
 
 def test_the_largest_product_of_the_cnn_is_its_second_convolution():
-    network = build_cnn(rng=np.random.default_rng(0))  # 16 -> 32 channels, 5x5, on 14x14 maps
-    assert largest_product(network, 10) == (32, 16 * 25, 10 * 14 * 14)
+    network = build_cnn(rng=np.random.default_rng(0))  # 20 -> 40 channels, 5x5, 8x8 output maps
+    assert largest_product(network, 10) == (40, 20 * 25, 10 * 8 * 8)
 
 
 def test_an_explicit_thread_count_is_used_without_probing(monkeypatch):

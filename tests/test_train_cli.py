@@ -115,7 +115,7 @@ def test_the_reader_recipe_trains_a_cnn_on_pen_and_scanner_distortions(tmp_path)
     )
     assert result.exit_code == 0, result.output
     training = Network.load(out).metadata["training"]
-    assert Network.load(out).metadata["model"] == "cnn" and training["augment"] == "reader"
+    assert Network.load(out).metadata["model"] == "cnn-padded" and training["augment"] == "reader"
     assert training["augment_strength"]["low_res"] == [7, 14]
 
 

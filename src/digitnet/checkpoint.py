@@ -73,7 +73,7 @@ class ExperimentSchema(_Schema):
     """The checkpoint's ``experiment``: the run's settings but ``recipe`` and ``threads``."""
 
     dataset: str = Field(max_length=64)
-    model: Literal["mlp", "cnn"]
+    model: Literal["mlp", "cnn", "cnn-padded"]
     hidden: list[Annotated[int, Field(ge=1, le=1 << 16)]] = Field(max_length=64)
     augment: str | None = Field(max_length=64)
     seed: int = Field(ge=0, lt=1 << 63)

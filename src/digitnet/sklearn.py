@@ -54,9 +54,9 @@ class DigitnetClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    model : {"mlp", "cnn"}, default="mlp"
-        The multilayer perceptron, or the small convolutional network (which needs images of at
-        least 4x4 pixels).
+    model : {"mlp", "cnn", "cnn-padded"}, default="mlp"
+        The multilayer perceptron, or one of the small convolutional networks (which need images of
+        at least 4x4 pixels).
     hidden : tuple of int, default=(128,)
         Hidden layer sizes of the MLP, or the dense layers after the CNN's convolutions.
     epochs, batch_size, optimizer, lr, schedule, weight_decay : optional
@@ -260,9 +260,9 @@ class DigitnetClassifier(ClassifierMixin, BaseEstimator):
             image_shape = (side, side)
         else:
             image_shape = (1, features)
-        if self.model == "cnn" and min(image_shape) < MIN_CNN_SIDE:
+        if self.model != "mlp" and min(image_shape) < MIN_CNN_SIDE:
             raise ValueError(
-                f"model='cnn' reads images of at least {MIN_CNN_SIDE}x{MIN_CNN_SIDE} pixels, given as "
+                f"model={self.model!r} reads images of at least {MIN_CNN_SIDE}x{MIN_CNN_SIDE} pixels, given as "
                 f"(n, height, width) arrays or as rows of a square number of pixels (784 for 28x28); these are "
                 f"{image_shape[0]}x{image_shape[1]}: use model='mlp' for other data"
             )

@@ -99,7 +99,8 @@ def recipe_help(field: str) -> str:
     type=click.Choice(sorted(ARCHITECTURES)),
     default=None,
     help="Architecture: mlp is the 784-128-10 multilayer perceptron, cnn a small convolutional "
-    "network [default: the recipe's, mlp].",
+    "network (99.3% in a few epochs), cnn-padded digitnet's first CNN, on which the reader is built "
+    "[default: the recipe's, mlp].",
 )
 @click.option(
     "--hidden",
@@ -118,7 +119,7 @@ def recipe_help(field: str) -> str:
     metavar="[none|" + "|".join(STRENGTHS) + "]",
     help="Random distortions (shift, rotation, scale, shear; elastic from medium on) of every "
     "training batch; the recipe adapts (more epochs). --augment alone means light "
-    "[default: none for mlp, light for cnn].",
+    "[default: none for mlp, light for the cnns].",
 )
 @click.option("--epochs", type=click.IntRange(1), default=None, help=recipe_help("epochs"))
 @click.option("--batch-size", type=click.IntRange(1), default=None, help=recipe_help("batch_size"))

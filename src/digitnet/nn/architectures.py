@@ -11,7 +11,7 @@ import numpy as np
 from .conv import Conv2D, MaxPool2D
 from .layers import Dense, Flatten, Layer, ReLU
 from .network import Network, build_mlp
-from .regularization import Dropout
+from .regularization import BatchNorm, Dropout
 
 
 def _mlp(hidden: Sequence[int], **kwargs: Any) -> Network:
@@ -25,21 +25,28 @@ def build_cnn(
     num_classes: int = 10,
     rng: np.random.Generator,
     dtype=np.float32,
-    channels: Sequence[int] = (16, 32),
+    channels: Sequence[int] = (20, 40),
     kernel_size: int = 5,
+    padding: str = "valid",
+    batch_norm: bool = True,
     dropout: float = 0.25,
     **kwargs: Any,
 ) -> Network:
     """A small LeNet-style convolutional network.
 
-    For each entry of ``channels``: a ``kernel_size`` convolution with "same" padding, 2x2 max
-    pooling, ReLU. Then Flatten, (Dense, ReLU) per ``hidden`` size, Dropout, and the output Dense.
-    With the defaults, on 28x28 digits::
+    For each entry of ``channels``: a ``kernel_size`` convolution, 2x2 max pooling, batch
+    normalisation (if ``batch_norm``), ReLU. Then Flatten, (Dense, ReLU) per ``hidden`` size,
+    Dropout, and the output Dense. With the defaults, on 28x28 digits::
 
-        1x28x28 -> conv5x5 16 -> pool -> 16x14x14 -> conv5x5 32 -> pool -> 32x7x7 -> 128 -> 10
+        1x28x28 -> conv5x5 20 -> pool -> 20x12x12 -> conv5x5 40 -> pool -> 40x4x4 -> 128 -> 10
 
-    Pooling comes before ReLU: the two commute (ReLU is monotonic, so the max of rectified values is
-    the rectified max), and this way ReLU touches four times fewer values.
+    Unpadded ("valid") convolutions, as LeNet's, do the work of the digit's 20x20 box and its
+    margin and no more: the second convolution runs over 8x8 positions instead of the 14x14 of
+    "same" padding, so a training step costs about half. Batch normalisation lets that cheaper
+    network reach 99.3% in a few epochs (BENCHMARKS.md, issue 12).
+
+    Pooling comes before batch normalisation and ReLU: ReLU commutes with max pooling (it is
+    monotonic), and both then touch four times fewer values.
 
     Parameters
     ----------
@@ -54,6 +61,10 @@ def build_cnn(
     channels : sequence of int, optional
         Filters of each convolution stage.
     kernel_size : int, optional
+    padding : {"valid", "same"}, optional
+        ``"same"`` keeps each map's size (zero padding), ``"valid"`` shrinks it by the kernel.
+    batch_norm : bool, optional
+        Normalise each stage's pooled maps per channel.
     dropout : float, optional
         Dropout rate before the output layer (0 leaves the layer out).
     **kwargs
@@ -62,7 +73,10 @@ def build_cnn(
     layers: list[Layer] = []
     shape = tuple(input_shape)
     for out_channels in channels:
-        for layer in (Conv2D(shape[0], out_channels, kernel_size, "same", rng=rng, dtype=dtype), MaxPool2D(2), ReLU()):
+        stage: list[Layer] = [Conv2D(shape[0], out_channels, kernel_size, padding, rng=rng, dtype=dtype), MaxPool2D(2)]
+        if batch_norm:
+            stage.append(BatchNorm(out_channels, dtype=dtype))
+        for layer in [*stage, ReLU()]:
             layers.append(layer)
             shape = layer.output_shape(shape)
     layers.append(Flatten())
@@ -75,12 +89,23 @@ def build_cnn(
     return Network(layers, input_shape, **kwargs)
 
 
-def _cnn(hidden: Sequence[int], **kwargs: Any) -> Network:
-    return build_cnn(hidden, **kwargs)
+#: The smallest image side two unpadded 5x5 stages fit (16 -> 12 -> 6 -> 2 -> 1).
+MIN_VALID_SIDE = 16
+
+
+def _cnn(hidden: Sequence[int], *, input_shape: tuple[int, ...], **kwargs: Any) -> Network:
+    # Images too small for unpadded convolutions (scikit-learn's 8x8 digits) keep their size.
+    padding = "valid" if min(input_shape[1:]) >= MIN_VALID_SIDE else "same"
+    return build_cnn(hidden, input_shape=input_shape, padding=padding, **kwargs)
+
+
+def _cnn_padded(hidden: Sequence[int], **kwargs: Any) -> Network:
+    # digitnet's first CNN, kept because the shipped reader and the 12-CNN ensemble are built on it.
+    return build_cnn(hidden, channels=(16, 32), padding="same", batch_norm=False, **kwargs)
 
 
 #: name -> ``builder(hidden, *, input_shape, num_classes, rng, dtype, mean, std, class_names)``
-ARCHITECTURES: dict[str, Callable[..., Network]] = {"mlp": _mlp, "cnn": _cnn}
+ARCHITECTURES: dict[str, Callable[..., Network]] = {"mlp": _mlp, "cnn": _cnn, "cnn-padded": _cnn_padded}
 
 
 def build_network(
@@ -96,8 +121,10 @@ def build_network(
     """Build the architecture ``name``.
 
     ``mlp`` is the multilayer perceptron, 784-128-10 by default (``hidden`` gives its hidden
-    layers); ``cnn`` is the small convolutional network of :func:`build_cnn` (``hidden`` gives its
-    dense layers after the convolutions).
+    layers); ``cnn`` is the small convolutional network of :func:`build_cnn` with its defaults
+    ("same" padding on images under 16 pixels a side); ``cnn-padded`` is digitnet's first CNN (16
+    and 32 channels, "same" padding, no batch normalisation), which the shipped reader uses. For
+    both CNNs ``hidden`` gives the dense layers after the convolutions.
     """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")

@@ -139,7 +139,7 @@ class Network:
 
     def describe(self) -> str:
         """A one-line architecture summary: ``784-128-10`` for the default MLP,
-        ``784-conv5x5:16-pool2-conv5x5:32-pool2-128-dropout0.25-10`` for the CNN."""
+        ``784-conv5x5:20-pool2-bn-conv5x5:40-pool2-bn-128-dropout0.25-10`` for the CNN."""
         tokens = [str(int(np.prod(self.input_shape)))]
         tokens += [token for layer in self.layers if (token := layer.summary()) is not None]
         return "-".join(tokens)
