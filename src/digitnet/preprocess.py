@@ -358,7 +358,7 @@ def _to_mnist(ink: np.ndarray, name: str) -> np.ndarray:
     ink = _crop(ink, strong)
     # Scale by the strong ink's 95th percentile, not its maximum, so that one blot or hot pixel
     # does not leave the rest of the digit faint; the few brighter pixels are clipped to 1.
-    level = np.float32(np.percentile(ink[ink >= NOISE_FLOOR * peak], CONTRAST_PERCENTILE))
+    level = np.float32(_percentile(ink[ink >= NOISE_FLOOR * peak], CONTRAST_PERCENTILE))
     ink = np.minimum(ink / level, 1.0)
 
     # 2. One digit, not a number.
@@ -454,10 +454,10 @@ def _composite(colour: list[np.ndarray], alpha: np.ndarray | None) -> None:
     if alpha is None or alpha.min() >= 1.0:
         return
     border_alpha = _border(alpha)
-    if np.median(border_alpha) >= 0.5:
+    if _median(border_alpha) >= 0.5:
         # Opaque paper with transparent holes: the holes are paper too.
         opaque = border_alpha >= 0.5
-        paper = [float(np.median(_border(channel)[opaque])) for channel in colour]
+        paper = [float(_median(_border(channel)[opaque])) for channel in colour]
     else:
         # Strokes on a transparent canvas: put them on a paper they contrast with.
         coverage = float(alpha.sum())
@@ -659,7 +659,7 @@ def _levels(contrast: np.ndarray) -> tuple[float, float, float]:
     contrast = _sample(contrast)
     level = _paper_level(contrast)
     below = contrast[contrast < level]
-    sigma = 1.4826 * float(np.median(level - below)) if below.size else 0.0
+    sigma = 1.4826 * float(_median(level - below)) if below.size else 0.0
     candidates = contrast[contrast > level + max(_NOISE_SIGMAS * sigma, _LOW_FLOOR)]
     if candidates.size == 0:
         return level, sigma, level
@@ -730,7 +730,7 @@ def _light_fit(small: np.ndarray) -> tuple[np.ndarray, float, float]:
     """
     rows, cols = small.shape
     if min(rows, cols) < 3:
-        level = float(np.median(small))
+        level = float(_median(small))
         return np.array([level, 0, 0, 0, 0, 0]), level, level
     y, x = np.mgrid[0:rows, 0:cols]
     on_border = np.zeros(small.shape, dtype=bool)
@@ -740,10 +740,10 @@ def _light_fit(small: np.ndarray) -> tuple[np.ndarray, float, float]:
     x = x[on_border] / (cols - 1) * 2.0 - 1.0
     design = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=1)
     values = small[on_border].astype(np.float64)
-    c = np.array([np.median(values), 0, 0, 0, 0, 0])
+    c = np.array([_median(values), 0, 0, 0, 0, 0])
     for _ in range(3):
         misfit = np.abs(design @ c - values)
-        use = misfit <= max(3 * 1.4826 * float(np.median(misfit)), 0.01)
+        use = misfit <= max(3 * 1.4826 * float(_median(misfit)), 0.01)
         c = np.linalg.lstsq(design[use], values[use], rcond=None)[0]
     fitted = design @ c
     return c, float(fitted.min()), float(fitted.max())
@@ -787,7 +787,7 @@ def _page_ink(contrast: np.ndarray, name: str) -> np.ndarray:
     if strong_level <= low:
         raise _no_digit(name, "only noise")
     sample = _sample(contrast)
-    strength = float(np.median(sample[sample >= strong_level]))
+    strength = float(_median(sample[sample >= strong_level]))
     if strength < _MIN_SNR * sigma:
         raise _no_digit(name, "only noise")
 
@@ -840,11 +840,12 @@ def _paper_level(contrast: np.ndarray) -> float:
     Searched below the median (the paper is usually most of the page) and in the lowest quarter
     of the range (where it is, even when a bold digit covers more than half of a tight crop).
     """
-    low, median, high = np.percentile(contrast, [0.5, 50, 99.5])
+    ordered = np.sort(contrast, axis=None)
+    low, median, high = _percentiles(ordered, (0.5, 50, 99.5))
     top = min(float(median), float(low + 0.25 * (high - low)))
     if top - low < 1e-6:
         return float(top)
-    counts, edges = np.histogram(contrast, bins=64, range=(float(low), top))
+    counts, edges = _histogram(ordered, 64, float(low), top)
     peak = int(np.argmax(counts))
     return float((edges[peak] + edges[peak + 1]) / 2)
 
@@ -972,10 +973,11 @@ def _check_whole(digit: np.ndarray, name: str) -> None:
 
 def _otsu(values: np.ndarray, bins: int = 256) -> float:
     """Otsu's threshold: the level that best splits ``values`` into two classes."""
-    low, high = float(values.min()), float(values.max())
+    ordered = np.sort(values, axis=None)
+    low, high = float(ordered[0]), float(ordered[-1])
     if high - low < 1e-6:
         return low
-    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    counts, edges = _histogram(ordered, bins, low, high)
     centres = (edges[:-1] + edges[1:]) / 2
     below = np.cumsum(counts)[:-1].astype(np.float64)
     above = counts.sum() - below
@@ -998,6 +1000,71 @@ def _no_digit(name: str, found: str) -> ImageError:
     return ImageError(
         f"{name} holds no digit-like mark ({found}); write one digit, dark on light or light on dark, and try again."
     )
+
+
+# --- statistics of small arrays ------------------------------------------------------------
+# NumPy's median, percentile and histogram spend most of their time, on the few thousand pixels
+# of a small image, in argument handling rather than arithmetic: preparing a folder of 28x28 PNGs
+# called them a dozen times per image. These give the very same numbers (same indices, the same
+# interpolation in the same precision, the same bin edges and bin membership) from one sort;
+# tests/test_preprocess_properties.py checks them against NumPy's.
+
+
+def _median(values: np.ndarray) -> np.floating:
+    """``np.median(values)`` of a float array (the mean of the middle two, in its precision)."""
+    ordered = np.sort(values, axis=None)
+    count = ordered.size
+    if count == 0:
+        return np.float64(np.nan)
+    middle = count // 2
+    if count % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _percentiles(ordered: np.ndarray, percents: tuple[float, ...]) -> list[float]:
+    """``np.percentile(values, list(percents))`` (linear method) from the values sorted ascending."""
+    count = ordered.size
+    result = []
+    for percent in percents:
+        position = (count - 1) * (percent / 100)
+        below = math.floor(position)
+        if position >= count - 1:
+            result.append(float(ordered[-1]))
+            continue
+        first, second = float(ordered[below]), float(ordered[below + 1])
+        gamma = position - below
+        step = float(np.float32(second - first)) if ordered.dtype == np.float32 else second - first
+        result.append(second - step * (1 - gamma) if gamma >= 0.5 else first + step * gamma)
+    return result
+
+
+def _percentile(values: np.ndarray, percent: float) -> np.floating:
+    """``np.percentile(values, percent)`` (linear method, one percent) of a float array, in its precision."""
+    ordered = np.sort(values, axis=None)
+    count = ordered.size
+    position = (count - 1) * (percent / 100)
+    below = math.floor(position)
+    if position >= count - 1:
+        return ordered[-1]
+    first, second = ordered[below], ordered[below + 1]
+    gamma = position - below
+    kind = ordered.dtype.type
+    step = second - first
+    return second - step * kind(1 - gamma) if gamma >= 0.5 else first + step * kind(gamma)
+
+
+def _histogram(ordered: np.ndarray, bins: int, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """``np.histogram(values, bins, range=(low, high))`` from float32 values sorted ascending.
+
+    The edges are NumPy's (evenly spaced from ``low`` to ``high`` in float32); a value counts in
+    the bin whose edges enclose it, the last bin including its upper edge, values outside left out.
+    """
+    edges = np.linspace(low, high, bins + 1, dtype=ordered.dtype)
+    exact = ordered.astype(np.float64)  # every comparison below is exact
+    bounds = np.searchsorted(exact, edges.astype(np.float64), side="left")
+    bounds[-1] = np.searchsorted(exact, float(edges[-1]), side="right")
+    return np.diff(bounds), edges
 
 
 # --- MNIST normalisation --------------------------------------------------------------------
