@@ -1186,7 +1186,7 @@ def _normalise_strokes(ink: np.ndarray) -> np.ndarray:
             if new_width >= target:
                 break  # wider still would only be farther from MNIST's width
     else:
-        padded = np.pad(mask, 1)
+        padded = _padded(mask)
         depth = ndimage.distance_transform_edt(padded)  # distance of stroke pixels to the paper
         need = _STROKE_MIN_COVERAGE * np.count_nonzero(padded)
         for radius in radii:
@@ -1222,9 +1222,21 @@ def _bar_width(mask: np.ndarray) -> float:
     """
     if not mask.any():
         return 0.0
-    distance = ndimage.distance_transform_edt(np.pad(mask, 1))
-    ridge = (distance > 0) & (distance >= ndimage.maximum_filter(distance, size=3))
-    return 2.0 * float(distance[ridge].mean()) - 1.0
+    distance = ndimage.distance_transform_edt(_padded(mask))
+    # The ridge: stroke pixels at least as far from the paper as their eight neighbours (the ring
+    # of paper around the mask is never on it, so its pixels need no window of their own).
+    inner = distance[1:-1, 1:-1]
+    across = np.maximum(np.maximum(distance[:-2], distance[1:-1]), distance[2:])
+    around = np.maximum(np.maximum(across[:, :-2], across[:, 1:-1]), across[:, 2:])
+    ridge = (inner > 0) & (inner >= around)
+    return 2.0 * float(inner[ridge].mean()) - 1.0
+
+
+def _padded(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """``np.pad(mask, width)`` (with False), made directly."""
+    out = np.zeros((mask.shape[0] + 2 * width, mask.shape[1] + 2 * width), dtype=mask.dtype)
+    out[width:-width, width:-width] = mask
+    return out
 
 
 def _paste_centred(digit: np.ndarray) -> np.ndarray:
