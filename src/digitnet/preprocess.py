@@ -26,6 +26,7 @@ a digit cut off by the image's edge.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -503,12 +504,15 @@ def _ink_contrast(colour: list[np.ndarray], alpha: np.ndarray | None) -> np.ndar
             scale = smalls[0].shape[1] / medium[0].shape[1]
             window = int(np.clip(round(_NARROW_WINDOW * stroke * scale), 3, wide))
             if window < wide:
-                papers = [
+                narrow = [
                     _envelope(small, dark, window, light)
                     for small, dark, light in zip(smalls, darks, lights, strict=True)
                 ]
-                first = _along(_contrasts(medium, papers, darks), direction)
-                level, sigma, strong_level = _levels(first)
+                if not all(np.array_equal(old, new) for old, new in zip(papers, narrow, strict=True)):
+                    # (On even paper both windows often give the same paper: nothing changes.)
+                    papers = narrow
+                    first = _along(_contrasts(medium, papers, darks), direction)
+                    level, sigma, strong_level = _levels(first)
         # The paper so far: the blocks of the small copy that hold no pixel above half the ink's
         # threshold.
         inked = first > level + max(_NOISE_SIGMAS * sigma, _PAPER_SHARE * (strong_level - level))
@@ -732,14 +736,13 @@ def _light_fit(small: np.ndarray) -> tuple[np.ndarray, float, float]:
     if min(rows, cols) < 3:
         level = float(_median(small))
         return np.array([level, 0, 0, 0, 0, 0]), level, level
-    y, x = np.mgrid[0:rows, 0:cols]
-    on_border = np.zeros(small.shape, dtype=bool)
-    on_border[[0, -1], :] = True
-    on_border[:, [0, -1]] = True
-    y = y[on_border] / (rows - 1) * 2.0 - 1.0
-    x = x[on_border] / (cols - 1) * 2.0 - 1.0
-    design = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=1)
+    on_border, design = _border_design(rows, cols)
     values = small[on_border].astype(np.float64)
+    if values.min() == values.max():
+        # Even paper (a scan, a generated image): the fit is that level. Fitting it would give the
+        # same up to rounding, far below float32's precision, in which the surface is used.
+        level = float(values[0])
+        return np.array([level, 0, 0, 0, 0, 0]), level, level
     c = np.array([_median(values), 0, 0, 0, 0, 0])
     for _ in range(3):
         misfit = np.abs(design @ c - values)
@@ -747,6 +750,21 @@ def _light_fit(small: np.ndarray) -> tuple[np.ndarray, float, float]:
         c = np.linalg.lstsq(design[use], values[use], rcond=None)[0]
     fitted = design @ c
     return c, float(fitted.min()), float(fitted.max())
+
+
+@functools.lru_cache(maxsize=16)
+def _border_design(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The border of a ``rows`` x ``cols`` image (a mask) and the quadratic fit's design matrix on it."""
+    y, x = np.mgrid[0:rows, 0:cols]
+    on_border = np.zeros((rows, cols), dtype=bool)
+    on_border[[0, -1], :] = True
+    on_border[:, [0, -1]] = True
+    y = y[on_border] / (rows - 1) * 2.0 - 1.0
+    x = x[on_border] / (cols - 1) * 2.0 - 1.0
+    design = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=1)
+    on_border.flags.writeable = False
+    design.flags.writeable = False
+    return on_border, design
 
 
 def _light_surface(light: tuple[np.ndarray, float, float], shape: tuple[int, int], margin: int) -> np.ndarray:
