@@ -775,6 +775,8 @@ def _light_surface(light: tuple[np.ndarray, float, float], shape: tuple[int, int
     """
     c, low, high = light
     rows, cols = shape
+    if not c[1:].any():  # even light: the surface is its level (exactly what the formula gives)
+        return np.full((rows + 2 * margin, cols + 2 * margin), c[0], dtype=np.float32)
     y = (np.arange(-margin, rows + margin) / max(rows - 1, 1) * 2.0 - 1.0)[:, np.newaxis]
     x = (np.arange(-margin, cols + margin) / max(cols - 1, 1) * 2.0 - 1.0)[np.newaxis, :]
     surface = c[0] + c[1] * x + c[2] * y + c[3] * x * x + c[4] * y * y + c[5] * x * y
@@ -785,6 +787,8 @@ def _light_surface(light: tuple[np.ndarray, float, float], shape: tuple[int, int
 
 def _resize(array: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
     """Resize a float32 (H, W) array to ``size`` = (width, height) with Pillow."""
+    if size == array.shape[::-1]:
+        return np.array(array, dtype=np.float32)  # what Pillow gives for its own size: a copy
     image = Image.fromarray(np.ascontiguousarray(array, dtype=np.float32))
     return np.array(image.resize(size, resample), dtype=np.float32)  # a writable copy
 
