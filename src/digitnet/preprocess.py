@@ -728,9 +728,9 @@ def _light_fit(small: np.ndarray) -> tuple[np.ndarray, float, float]:
     """The light on the paper: a quadratic surface (gradient, vignette) fitted to the border.
 
     The border is paper but for the odd stroke: the fit is robust, starting from the border's
-    median and refitted three times to the pixels within three deviations of the fit. Returns the
-    six coefficients (in coordinates from -1 to 1 across the image) and the lowest and highest
-    level the surface takes on the border.
+    median and refitted three times to the pixels within three deviations of the fit; an even
+    border (a scan, a generated image) is its level. Returns the six coefficients (in coordinates
+    from -1 to 1 across the image) and the lowest and highest level the surface takes on the border.
     """
     rows, cols = small.shape
     if min(rows, cols) < 3:
@@ -1029,7 +1029,7 @@ def _no_digit(name: str, found: str) -> ImageError:
 # of a small image, in argument handling rather than arithmetic: preparing a folder of 28x28 PNGs
 # called them a dozen times per image. These give the very same numbers (same indices, the same
 # interpolation in the same precision, the same bin edges and bin membership) from one sort;
-# tests/test_preprocess_properties.py checks them against NumPy's.
+# tests/test_preprocess_same_numbers.py checks them against NumPy's.
 
 
 def _median(values: np.ndarray) -> np.floating:
@@ -1054,9 +1054,9 @@ def _percentiles(ordered: np.ndarray, percents: tuple[float, ...]) -> list[float
         if position >= count - 1:
             result.append(float(ordered[-1]))
             continue
+        step = float(ordered[below + 1] - ordered[below])  # in the values' precision, as NumPy takes it
         first, second = float(ordered[below]), float(ordered[below + 1])
         gamma = position - below
-        step = float(np.float32(second - first)) if ordered.dtype == np.float32 else second - first
         result.append(second - step * (1 - gamma) if gamma >= 0.5 else first + step * gamma)
     return result
 
