@@ -1187,7 +1187,11 @@ def _normalise_strokes(ink: np.ndarray) -> np.ndarray:
     """
     work = _fit_box(ink, DIGIT_BOX * _STROKE_WORK_SCALE)
     mask = work >= _STROKE_MASK_LEVEL * work.max()
-    width = _stroke_width(mask)
+    if not mask.any():
+        return ink
+    padded = _padded(mask)
+    depth = ndimage.distance_transform_edt(padded)  # distance of stroke pixels to the paper
+    width = _ridge_width(depth) / _STROKE_WORK_SCALE
     low, high = _STROKE_WIDTH_RANGE
     if low <= width <= high:
         return ink
@@ -1208,8 +1212,6 @@ def _normalise_strokes(ink: np.ndarray) -> np.ndarray:
             if new_width >= target:
                 break  # wider still would only be farther from MNIST's width
     else:
-        padded = _padded(mask)
-        depth = ndimage.distance_transform_edt(padded)  # distance of stroke pixels to the paper
         need = _STROKE_MIN_COVERAGE * np.count_nonzero(padded)
         for radius in radii:
             candidate = depth > radius
@@ -1220,7 +1222,8 @@ def _normalise_strokes(ink: np.ndarray) -> np.ndarray:
             opened = ndimage.distance_transform_edt(~candidate) <= radius
             if np.count_nonzero(opened & padded) < need:
                 break  # a thinner part of the digit would vanish: stop here
-            new_width = _stroke_width(candidate)
+            # (the candidate lies inside ``padded``'s ring of paper, so it needs no padding of its own)
+            new_width = _ridge_width(ndimage.distance_transform_edt(candidate)) / _STROKE_WORK_SCALE
             if abs(new_width - target) < abs(width - target):
                 best, width = candidate, new_width
             if new_width <= target:
@@ -1244,7 +1247,11 @@ def _bar_width(mask: np.ndarray) -> float:
     """
     if not mask.any():
         return 0.0
-    distance = ndimage.distance_transform_edt(_padded(mask))
+    return _ridge_width(ndimage.distance_transform_edt(_padded(mask)))
+
+
+def _ridge_width(distance: np.ndarray) -> float:
+    """:func:`_bar_width` from the distance transform of a mask with a ring of paper around it."""
     # The ridge: stroke pixels at least as far from the paper as their eight neighbours (the ring
     # of paper around the mask is never on it, so its pixels need no window of their own).
     inner = distance[1:-1, 1:-1]
