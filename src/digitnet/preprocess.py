@@ -26,6 +26,7 @@ a digit cut off by the image's edge.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -358,7 +359,7 @@ def _to_mnist(ink: np.ndarray, name: str) -> np.ndarray:
     ink = _crop(ink, strong)
     # Scale by the strong ink's 95th percentile, not its maximum, so that one blot or hot pixel
     # does not leave the rest of the digit faint; the few brighter pixels are clipped to 1.
-    level = np.float32(np.percentile(ink[ink >= NOISE_FLOOR * peak], CONTRAST_PERCENTILE))
+    level = np.float32(_percentile(ink[ink >= NOISE_FLOOR * peak], CONTRAST_PERCENTILE))
     ink = np.minimum(ink / level, 1.0)
 
     # 2. One digit, not a number.
@@ -454,10 +455,10 @@ def _composite(colour: list[np.ndarray], alpha: np.ndarray | None) -> None:
     if alpha is None or alpha.min() >= 1.0:
         return
     border_alpha = _border(alpha)
-    if np.median(border_alpha) >= 0.5:
+    if _median(border_alpha) >= 0.5:
         # Opaque paper with transparent holes: the holes are paper too.
         opaque = border_alpha >= 0.5
-        paper = [float(np.median(_border(channel)[opaque])) for channel in colour]
+        paper = [float(_median(_border(channel)[opaque])) for channel in colour]
     else:
         # Strokes on a transparent canvas: put them on a paper they contrast with.
         coverage = float(alpha.sum())
@@ -503,12 +504,15 @@ def _ink_contrast(colour: list[np.ndarray], alpha: np.ndarray | None) -> np.ndar
             scale = smalls[0].shape[1] / medium[0].shape[1]
             window = int(np.clip(round(_NARROW_WINDOW * stroke * scale), 3, wide))
             if window < wide:
-                papers = [
+                narrow = [
                     _envelope(small, dark, window, light)
                     for small, dark, light in zip(smalls, darks, lights, strict=True)
                 ]
-                first = _along(_contrasts(medium, papers, darks), direction)
-                level, sigma, strong_level = _levels(first)
+                if not all(np.array_equal(old, new) for old, new in zip(papers, narrow, strict=True)):
+                    # (On even paper both windows often give the same paper: nothing changes.)
+                    papers = narrow
+                    first = _along(_contrasts(medium, papers, darks), direction)
+                    level, sigma, strong_level = _levels(first)
         # The paper so far: the blocks of the small copy that hold no pixel above half the ink's
         # threshold.
         inked = first > level + max(_NOISE_SIGMAS * sigma, _PAPER_SHARE * (strong_level - level))
@@ -659,7 +663,7 @@ def _levels(contrast: np.ndarray) -> tuple[float, float, float]:
     contrast = _sample(contrast)
     level = _paper_level(contrast)
     below = contrast[contrast < level]
-    sigma = 1.4826 * float(np.median(level - below)) if below.size else 0.0
+    sigma = 1.4826 * float(_median(level - below)) if below.size else 0.0
     candidates = contrast[contrast > level + max(_NOISE_SIGMAS * sigma, _LOW_FLOOR)]
     if candidates.size == 0:
         return level, sigma, level
@@ -724,29 +728,43 @@ def _light_fit(small: np.ndarray) -> tuple[np.ndarray, float, float]:
     """The light on the paper: a quadratic surface (gradient, vignette) fitted to the border.
 
     The border is paper but for the odd stroke: the fit is robust, starting from the border's
-    median and refitted three times to the pixels within three deviations of the fit. Returns the
-    six coefficients (in coordinates from -1 to 1 across the image) and the lowest and highest
-    level the surface takes on the border.
+    median and refitted three times to the pixels within three deviations of the fit; an even
+    border (a scan, a generated image) is its level. Returns the six coefficients (in coordinates
+    from -1 to 1 across the image) and the lowest and highest level the surface takes on the border.
     """
     rows, cols = small.shape
     if min(rows, cols) < 3:
-        level = float(np.median(small))
+        level = float(_median(small))
         return np.array([level, 0, 0, 0, 0, 0]), level, level
+    on_border, design = _border_design(rows, cols)
+    values = small[on_border].astype(np.float64)
+    if values.min() == values.max():
+        # Even paper (a scan, a generated image): the fit is that level. Fitting it would give the
+        # same up to rounding, far below float32's precision, in which the surface is used.
+        level = float(values[0])
+        return np.array([level, 0, 0, 0, 0, 0]), level, level
+    c = np.array([_median(values), 0, 0, 0, 0, 0])
+    for _ in range(3):
+        misfit = np.abs(design @ c - values)
+        use = misfit <= max(3 * 1.4826 * float(_median(misfit)), 0.01)
+        c = np.linalg.lstsq(design[use], values[use], rcond=None)[0]
+    fitted = design @ c
+    return c, float(fitted.min()), float(fitted.max())
+
+
+@functools.lru_cache(maxsize=16)
+def _border_design(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The border of a ``rows`` x ``cols`` image (a mask) and the quadratic fit's design matrix on it."""
     y, x = np.mgrid[0:rows, 0:cols]
-    on_border = np.zeros(small.shape, dtype=bool)
+    on_border = np.zeros((rows, cols), dtype=bool)
     on_border[[0, -1], :] = True
     on_border[:, [0, -1]] = True
     y = y[on_border] / (rows - 1) * 2.0 - 1.0
     x = x[on_border] / (cols - 1) * 2.0 - 1.0
     design = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=1)
-    values = small[on_border].astype(np.float64)
-    c = np.array([np.median(values), 0, 0, 0, 0, 0])
-    for _ in range(3):
-        misfit = np.abs(design @ c - values)
-        use = misfit <= max(3 * 1.4826 * float(np.median(misfit)), 0.01)
-        c = np.linalg.lstsq(design[use], values[use], rcond=None)[0]
-    fitted = design @ c
-    return c, float(fitted.min()), float(fitted.max())
+    on_border.flags.writeable = False
+    design.flags.writeable = False
+    return on_border, design
 
 
 def _light_surface(light: tuple[np.ndarray, float, float], shape: tuple[int, int], margin: int) -> np.ndarray:
@@ -757,6 +775,8 @@ def _light_surface(light: tuple[np.ndarray, float, float], shape: tuple[int, int
     """
     c, low, high = light
     rows, cols = shape
+    if not c[1:].any():  # even light: the surface is its level (exactly what the formula gives)
+        return np.full((rows + 2 * margin, cols + 2 * margin), c[0], dtype=np.float32)
     y = (np.arange(-margin, rows + margin) / max(rows - 1, 1) * 2.0 - 1.0)[:, np.newaxis]
     x = (np.arange(-margin, cols + margin) / max(cols - 1, 1) * 2.0 - 1.0)[np.newaxis, :]
     surface = c[0] + c[1] * x + c[2] * y + c[3] * x * x + c[4] * y * y + c[5] * x * y
@@ -767,6 +787,8 @@ def _light_surface(light: tuple[np.ndarray, float, float], shape: tuple[int, int
 
 def _resize(array: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
     """Resize a float32 (H, W) array to ``size`` = (width, height) with Pillow."""
+    if size == array.shape[::-1]:
+        return np.array(array, dtype=np.float32)  # what Pillow gives for its own size: a copy
     image = Image.fromarray(np.ascontiguousarray(array, dtype=np.float32))
     return np.array(image.resize(size, resample), dtype=np.float32)  # a writable copy
 
@@ -787,7 +809,7 @@ def _page_ink(contrast: np.ndarray, name: str) -> np.ndarray:
     if strong_level <= low:
         raise _no_digit(name, "only noise")
     sample = _sample(contrast)
-    strength = float(np.median(sample[sample >= strong_level]))
+    strength = float(_median(sample[sample >= strong_level]))
     if strength < _MIN_SNR * sigma:
         raise _no_digit(name, "only noise")
 
@@ -840,11 +862,12 @@ def _paper_level(contrast: np.ndarray) -> float:
     Searched below the median (the paper is usually most of the page) and in the lowest quarter
     of the range (where it is, even when a bold digit covers more than half of a tight crop).
     """
-    low, median, high = np.percentile(contrast, [0.5, 50, 99.5])
+    ordered = np.sort(contrast, axis=None)
+    low, median, high = _percentiles(ordered, (0.5, 50, 99.5))
     top = min(float(median), float(low + 0.25 * (high - low)))
     if top - low < 1e-6:
         return float(top)
-    counts, edges = np.histogram(contrast, bins=64, range=(float(low), top))
+    counts, edges = _histogram(ordered, 64, float(low), top)
     peak = int(np.argmax(counts))
     return float((edges[peak] + edges[peak + 1]) / 2)
 
@@ -972,10 +995,11 @@ def _check_whole(digit: np.ndarray, name: str) -> None:
 
 def _otsu(values: np.ndarray, bins: int = 256) -> float:
     """Otsu's threshold: the level that best splits ``values`` into two classes."""
-    low, high = float(values.min()), float(values.max())
+    ordered = np.sort(values, axis=None)
+    low, high = float(ordered[0]), float(ordered[-1])
     if high - low < 1e-6:
         return low
-    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    counts, edges = _histogram(ordered, bins, low, high)
     centres = (edges[:-1] + edges[1:]) / 2
     below = np.cumsum(counts)[:-1].astype(np.float64)
     above = counts.sum() - below
@@ -998,6 +1022,71 @@ def _no_digit(name: str, found: str) -> ImageError:
     return ImageError(
         f"{name} holds no digit-like mark ({found}); write one digit, dark on light or light on dark, and try again."
     )
+
+
+# --- statistics of small arrays ------------------------------------------------------------
+# NumPy's median, percentile and histogram spend most of their time, on the few thousand pixels
+# of a small image, in argument handling rather than arithmetic: preparing a folder of 28x28 PNGs
+# called them a dozen times per image. These give the very same numbers (same indices, the same
+# interpolation in the same precision, the same bin edges and bin membership) from one sort;
+# tests/test_preprocess_same_numbers.py checks them against NumPy's.
+
+
+def _median(values: np.ndarray) -> np.floating:
+    """``np.median(values)`` of a float array (the mean of the middle two, in its precision)."""
+    ordered = np.sort(values, axis=None)
+    count = ordered.size
+    if count == 0:
+        return np.float64(np.nan)
+    middle = count // 2
+    if count % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _percentiles(ordered: np.ndarray, percents: tuple[float, ...]) -> list[float]:
+    """``np.percentile(values, list(percents))`` (linear method) from the values sorted ascending."""
+    count = ordered.size
+    result = []
+    for percent in percents:
+        position = (count - 1) * (percent / 100)
+        below = math.floor(position)
+        if position >= count - 1:
+            result.append(float(ordered[-1]))
+            continue
+        step = float(ordered[below + 1] - ordered[below])  # in the values' precision, as NumPy takes it
+        first, second = float(ordered[below]), float(ordered[below + 1])
+        gamma = position - below
+        result.append(second - step * (1 - gamma) if gamma >= 0.5 else first + step * gamma)
+    return result
+
+
+def _percentile(values: np.ndarray, percent: float) -> np.floating:
+    """``np.percentile(values, percent)`` (linear method, one percent) of a float array, in its precision."""
+    ordered = np.sort(values, axis=None)
+    count = ordered.size
+    position = (count - 1) * (percent / 100)
+    below = math.floor(position)
+    if position >= count - 1:
+        return ordered[-1]
+    first, second = ordered[below], ordered[below + 1]
+    gamma = position - below
+    kind = ordered.dtype.type
+    step = second - first
+    return second - step * kind(1 - gamma) if gamma >= 0.5 else first + step * kind(gamma)
+
+
+def _histogram(ordered: np.ndarray, bins: int, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """``np.histogram(values, bins, range=(low, high))`` from float32 values sorted ascending.
+
+    The edges are NumPy's (evenly spaced from ``low`` to ``high`` in float32); a value counts in
+    the bin whose edges enclose it, the last bin including its upper edge, values outside left out.
+    """
+    edges = np.linspace(low, high, bins + 1, dtype=ordered.dtype)
+    exact = ordered.astype(np.float64)  # every comparison below is exact
+    bounds = np.searchsorted(exact, edges.astype(np.float64), side="left")
+    bounds[-1] = np.searchsorted(exact, float(edges[-1]), side="right")
+    return np.diff(bounds), edges
 
 
 # --- MNIST normalisation --------------------------------------------------------------------
@@ -1098,7 +1187,11 @@ def _normalise_strokes(ink: np.ndarray) -> np.ndarray:
     """
     work = _fit_box(ink, DIGIT_BOX * _STROKE_WORK_SCALE)
     mask = work >= _STROKE_MASK_LEVEL * work.max()
-    width = _stroke_width(mask)
+    if not mask.any():
+        return ink
+    padded = _padded(mask)
+    depth = ndimage.distance_transform_edt(padded)  # distance of stroke pixels to the paper
+    width = _ridge_width(depth) / _STROKE_WORK_SCALE
     low, high = _STROKE_WIDTH_RANGE
     if low <= width <= high:
         return ink
@@ -1119,8 +1212,6 @@ def _normalise_strokes(ink: np.ndarray) -> np.ndarray:
             if new_width >= target:
                 break  # wider still would only be farther from MNIST's width
     else:
-        padded = np.pad(mask, 1)
-        depth = ndimage.distance_transform_edt(padded)  # distance of stroke pixels to the paper
         need = _STROKE_MIN_COVERAGE * np.count_nonzero(padded)
         for radius in radii:
             candidate = depth > radius
@@ -1131,7 +1222,8 @@ def _normalise_strokes(ink: np.ndarray) -> np.ndarray:
             opened = ndimage.distance_transform_edt(~candidate) <= radius
             if np.count_nonzero(opened & padded) < need:
                 break  # a thinner part of the digit would vanish: stop here
-            new_width = _stroke_width(candidate)
+            # (the candidate lies inside ``padded``'s ring of paper, so it needs no padding of its own)
+            new_width = _ridge_width(ndimage.distance_transform_edt(candidate)) / _STROKE_WORK_SCALE
             if abs(new_width - target) < abs(width - target):
                 best, width = candidate, new_width
             if new_width <= target:
@@ -1155,9 +1247,25 @@ def _bar_width(mask: np.ndarray) -> float:
     """
     if not mask.any():
         return 0.0
-    distance = ndimage.distance_transform_edt(np.pad(mask, 1))
-    ridge = (distance > 0) & (distance >= ndimage.maximum_filter(distance, size=3))
-    return 2.0 * float(distance[ridge].mean()) - 1.0
+    return _ridge_width(ndimage.distance_transform_edt(_padded(mask)))
+
+
+def _ridge_width(distance: np.ndarray) -> float:
+    """:func:`_bar_width` from the distance transform of a mask with a ring of paper around it."""
+    # The ridge: stroke pixels at least as far from the paper as their eight neighbours (the ring
+    # of paper around the mask is never on it, so its pixels need no window of their own).
+    inner = distance[1:-1, 1:-1]
+    across = np.maximum(np.maximum(distance[:-2], distance[1:-1]), distance[2:])
+    around = np.maximum(np.maximum(across[:, :-2], across[:, 1:-1]), across[:, 2:])
+    ridge = (inner > 0) & (inner >= around)
+    return 2.0 * float(inner[ridge].mean()) - 1.0
+
+
+def _padded(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """``np.pad(mask, width)`` (with False), made directly."""
+    out = np.zeros((mask.shape[0] + 2 * width, mask.shape[1] + 2 * width), dtype=mask.dtype)
+    out[width:-width, width:-width] = mask
+    return out
 
 
 def _paste_centred(digit: np.ndarray) -> np.ndarray:
