@@ -61,9 +61,7 @@ def test_the_reader_scores_its_recorded_accuracy_on_the_mnist_test_set(mnist):
     network = reader.load_reader()
     accuracy = float(np.mean(network.predict(mnist.test_images) == mnist.test_labels))
     assert accuracy == network.metadata["metrics"]["test_accuracy"]
-    # The issue asks for 99.4%; the reader that reads other writers' 1s (flags, conventions) scores
-    # 99.38 / 99.39 / 99.39% for seeds 0-2, one or two test digits short (BENCHMARKS.md).
-    assert accuracy >= 0.9935
+    assert accuracy >= 0.994  # the issue's floor
 
 
 def test_the_reader_reads_digits_drawn_in_the_styles_people_write_them(tmp_path):

@@ -17,7 +17,7 @@ from .errors import ModelFileError
 from .nn import Network
 
 #: sha256 of ``src/digitnet/models/reader.npz``.
-READER_SHA256 = "3e2d71e9f223ab88947f5715780f248daf859806905ffddc5dd0862f3c7e40e3"
+READER_SHA256 = "41ce2b91dbdee269ff7453c567c8fa770cd91722aa39de11f8c71f9d696d0107"
 
 
 def reader_path() -> Path:
