@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -46,6 +50,36 @@ def test_the_largest_product_of_the_cnn_is_its_second_convolution():
 def test_an_explicit_thread_count_is_used_without_probing(monkeypatch):
     monkeypatch.setattr(threads_module, "probe_threads", lambda *a, **k: pytest.fail("probed"))
     assert choose_threads(5, build_mlp((8,), rng=np.random.default_rng(0)), 32) == 5
+
+
+def test_a_core_kept_busy_by_another_process_is_not_given_a_thread(monkeypatch):
+    """Beside one CPU-bound process on two cores, auto takes one thread, whatever a probe would say."""
+    monkeypatch.setattr(threads_module, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads_module, "busy_elsewhere", lambda: 1)
+    monkeypatch.setattr(threads_module.time, "perf_counter", lambda: pytest.fail("timed"))
+    assert choose_threads(None, build_mlp((8,), rng=np.random.default_rng(0)), 32) == 1
+
+
+def test_idle_cores_are_probed(monkeypatch):
+    monkeypatch.setattr(threads_module, "cpu_count", lambda: 4)
+    monkeypatch.setattr(threads_module, "busy_elsewhere", lambda: 1)
+    probed = []
+    monkeypatch.setattr(threads_module, "probe_threads", lambda *a, max_threads, **k: probed.append(max_threads) or 1)
+    choose_threads(None, build_mlp((8,), rng=np.random.default_rng(0)), 32)
+    assert probed == [3]
+
+
+def test_busy_elsewhere_counts_a_competing_process():
+    """A spinning process is runnable in every reading (Linux only: /proc/loadavg)."""
+    if not os.path.exists("/proc/loadavg"):
+        pytest.skip("no /proc/loadavg on this system")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert threads_module.busy_elsewhere() >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_one_usable_core_gives_one_thread_without_timing_anything(monkeypatch):

@@ -4,9 +4,11 @@ Multi-threaded BLAS pays only for products large enough to split. On small ones 
 MLP's are about 26 MFLOP) the threads spend their time waiting for one another, and when another
 process takes one of the cores, every product waits for the thread that lost its core: a run that
 takes 5 s on a quiet machine took 68-184 s beside other training jobs, against 5-10 s with one
-thread. So ``auto`` measures, before training, the network's largest matrix product of one
-training step with one thread and with every core, interleaved, and keeps the extra threads only
-when they make it clearly faster. The probe multiplies random arrays of its own and draws nothing
+thread. So ``auto`` first counts the cores other processes keep busy (a short probe cannot see
+them: over a few milliseconds the scheduler still hands a thread its share) and uses only the idle
+ones; then it measures the network's largest matrix product of one training step with one thread
+and with those cores, interleaved, and keeps the extra threads only when they make it clearly
+faster. The probe multiplies random arrays of its own and draws nothing
 from the run's generator. The number of threads can still change the last bits of a product
 (OpenBLAS splits the work differently), so a run repeats bit for bit with the same number of
 threads; the model file records the number used.
@@ -91,8 +93,30 @@ def probe_threads(m: int, k: int, n: int, max_threads: int, rounds: int = 5, dty
     return max_threads if one >= MIN_GAIN * many else 1
 
 
+def busy_elsewhere(samples: int = 5, interval: float = 0.02) -> int:
+    """Threads of other processes running or waiting for a core now: the fewest seen in ``samples``
+    readings of Linux's ``/proc/loadavg`` ``interval`` seconds apart (0 where it cannot be read).
+
+    The fewest, because this process's own BLAS threads spin for a moment after a product and count
+    as runnable in some readings; a competitor that keeps a core busy is in all of them.
+    """
+    counts = []
+    for sample in range(samples):
+        if sample:
+            time.sleep(interval)
+        try:
+            with open("/proc/loadavg", encoding="ascii") as file:
+                runnable = int(file.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+        counts.append(runnable - 1)  # the reading thread itself is running
+    return max(0, min(counts))
+
+
 def choose_threads(requested: int | None, network: Network, batch_size: int, dtype=np.float32) -> int:
-    """The BLAS threads a run uses: ``requested`` if given, else what :func:`probe_threads` finds."""
+    """The BLAS threads a run uses: ``requested`` if given, else what :func:`probe_threads` finds
+    on the cores no other process keeps busy (:func:`busy_elsewhere`)."""
     if requested is not None:
         return requested
-    return probe_threads(*largest_product(network, batch_size), max_threads=cpu_count(), dtype=dtype)
+    idle = max(1, cpu_count() - busy_elsewhere())
+    return probe_threads(*largest_product(network, batch_size), max_threads=idle, dtype=dtype)
