@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -95,10 +96,11 @@ def probe_threads(m: int, k: int, n: int, max_threads: int, rounds: int = 5, dty
 
 def busy_elsewhere(samples: int = 5, interval: float = 0.02) -> int:
     """Threads of other processes running or waiting for a core now: the fewest seen in ``samples``
-    readings of Linux's ``/proc/loadavg`` ``interval`` seconds apart (0 where it cannot be read).
+    readings ``interval`` seconds apart of Linux's runnable count (``/proc/loadavg``) less this
+    process's own runnable threads (0 where they cannot be read).
 
-    The fewest, because this process's own BLAS threads spin for a moment after a product and count
-    as runnable in some readings; a competitor that keeps a core busy is in all of them.
+    Own threads are left out because BLAS threads spin for a moment after a product; the fewest,
+    because a competitor that keeps a core busy is runnable in every reading.
     """
     counts = []
     for sample in range(samples):
@@ -109,8 +111,20 @@ def busy_elsewhere(samples: int = 5, interval: float = 0.02) -> int:
                 runnable = int(file.read().split()[3].split("/")[0])
         except (OSError, ValueError, IndexError):
             return 0
-        counts.append(runnable - 1)  # the reading thread itself is running
+        counts.append(runnable - _own_runnable_threads())
     return max(0, min(counts))
+
+
+def _own_runnable_threads() -> int:
+    """This process's threads in the running state ("R" in ``/proc/self/task/*/stat``)."""
+    count = 0
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        try:
+            state = stat.read_text(encoding="ascii").rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # a thread that ended between listing and reading
+        count += state == "R"
+    return max(1, count)  # at least the thread reading
 
 
 def choose_threads(requested: int | None, network: Network, batch_size: int, dtype=np.float32) -> int:
