@@ -248,7 +248,9 @@ def good_models() -> dict[str, bytes]:
     )
     networks = {
         "seed 784-128-10": build_mlp((128,), rng=rng, mean=0.13, std=0.31),
-        "cnn (default)": build_cnn(rng=rng, mean=0.13, std=0.31),
+        "cnn-padded (the first CNN)": build_cnn(
+            rng=rng, mean=0.13, std=0.31, channels=(16, 32), padding="same", batch_norm=False
+        ),
         "cnn with batchnorm": bn,
     }
     saved = {}
@@ -560,7 +562,7 @@ SAVE_LOOP = r"""
 import sys
 import numpy as np
 from digitnet.nn.architectures import build_cnn
-network = build_cnn(hidden=(2048,), channels=(32, 128), rng=np.random.default_rng(0))
+network = build_cnn(hidden=(2048,), channels=(32, 128), padding="same", batch_norm=False, rng=np.random.default_rng(0))
 while True:
     network.save(sys.argv[1])
     print("saved", flush=True)

@@ -245,3 +245,12 @@ def test_a_model_file_given_as_checkpoint_is_refused_and_nothing_is_written(digi
     result = CliRunner().invoke(main, ["train", "--resume", str(model), "--out", str(out)])
     assert result.exit_code == 1 and "is a digitnet model, not a training checkpoint" in result.output
     assert not out.exists() and not (tmp_path / "new.checkpoint.npz").exists()
+
+
+def test_a_checkpoint_can_name_every_architecture():
+    from typing import get_args
+
+    from digitnet.checkpoint import ExperimentSchema
+    from digitnet.nn.architectures import ARCHITECTURES
+
+    assert set(get_args(ExperimentSchema.model_fields["model"].annotation)) == set(ARCHITECTURES)

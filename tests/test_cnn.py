@@ -50,8 +50,8 @@ def test_cnn_has_the_documented_layers_and_output_size(rng):
     assert network.layers[9].in_features == 40 * 4 * 4
 
 
-def test_first_cnn_keeps_the_reader_s_layers(rng):
-    """The shipped reader and the 12-CNN ensemble are built on cnn-padded: its layers must not drift."""
+def test_first_cnn_keeps_the_ensemble_s_layers(rng):
+    """The 12-CNN ensemble (--recipe cnn12) is built on cnn-padded: its layers must not drift."""
     network = build_network("cnn-padded", input_shape=(1, 28, 28), num_classes=10, rng=rng)
     stage = ["Conv2D", "MaxPool2D", "ReLU"]
     assert [type(layer).__name__ for layer in network.layers] == [
@@ -66,11 +66,20 @@ def test_first_cnn_keeps_the_reader_s_layers(rng):
     assert network.layers[7].in_features == 32 * 7 * 7
 
 
-def test_cnn_pads_images_too_small_for_unpadded_convolutions(rng):
-    """scikit-learn's 8x8 digits would shrink to nothing through two unpadded 5x5 stages."""
-    network = build_network("cnn", input_shape=(1, 8, 8), num_classes=10, rng=rng)
-    assert [layer.padding for layer in network.layers if isinstance(layer, Conv2D)] == ["same", "same"]
-    assert network.forward(np.zeros((2, 1, 8, 8), dtype=np.float32)).shape == (2, 10)
+@pytest.mark.parametrize(
+    ("side", "padding"), [(8, "same"), ((13, 11), "same"), (15, "same"), (16, "valid"), ((17, 19), "valid")]
+)
+def test_cnn_pads_images_too_small_for_unpadded_convolutions(side, padding, rng):
+    """scikit-learn's 8x8 digits would shrink to nothing through two unpadded 5x5 stages; 16 is the least."""
+    height, width = side if isinstance(side, tuple) else (side, side)
+    network = build_network("cnn", input_shape=(1, height, width), num_classes=10, rng=rng)
+    assert [layer.padding for layer in network.layers if isinstance(layer, Conv2D)] == [padding, padding]
+    assert network.forward(np.zeros((2, 1, height, width), dtype=np.float32)).shape == (2, 10)
+
+
+def test_cnn_with_larger_kernels_pads_sooner(rng):
+    network = build_network("cnn", input_shape=(1, 16, 16), num_classes=10, rng=rng, kernel_size=7)
+    assert {layer.padding for layer in network.layers if isinstance(layer, Conv2D)} == {"same"}
 
 
 def test_cnn_builds_for_odd_image_sizes(rng):

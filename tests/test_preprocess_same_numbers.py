@@ -83,6 +83,12 @@ def scipy_bar_width(mask: np.ndarray) -> float:
     return 2.0 * float(distance[ridge].mean()) - 1.0
 
 
+def scipy_ridge_width(distance: np.ndarray) -> float:
+    """The ridge of a padded mask's distance transform as first written: SciPy's maximum filter."""
+    ridge = (distance > 0) & (distance >= ndimage.maximum_filter(distance, size=3))
+    return 2.0 * float(distance[ridge].mean()) - 1.0
+
+
 @SETTINGS
 @given(st.integers(1, 60), st.integers(1, 60), st.integers(0, 2**32 - 1), st.integers(0, 6))
 def test_the_stroke_width_is_the_one_scipys_maximum_filter_gives(height, width, seed, grow):
@@ -150,6 +156,7 @@ def straightforward(monkeypatch: pytest.MonkeyPatch) -> None:
         preprocess, "_histogram", lambda ordered, bins, low, high: np.histogram(ordered, bins=bins, range=(low, high))
     )
     monkeypatch.setattr(preprocess, "_bar_width", scipy_bar_width)
+    monkeypatch.setattr(preprocess, "_ridge_width", scipy_ridge_width)
     monkeypatch.setattr(preprocess, "_light_fit", fitted_light)
     monkeypatch.setattr(preprocess, "_light_surface", fitted_surface)
 

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from digitnet.cli import main
+from digitnet.recipes import PRESETS
 
 FAST = ["--dataset", "digits", "--hidden", "16", "--epochs", "8", "--batch-size", "32", "--val-size", "100"]
 
@@ -115,7 +116,7 @@ def test_the_reader_recipe_trains_a_cnn_on_pen_and_scanner_distortions(tmp_path)
     )
     assert result.exit_code == 0, result.output
     training = Network.load(out).metadata["training"]
-    assert Network.load(out).metadata["model"] == "cnn-padded" and training["augment"] == "reader"
+    assert Network.load(out).metadata["model"] == PRESETS["reader"]["model"] and training["augment"] == "reader"
     assert training["augment_strength"]["low_res"] == [7, 14]
 
 

@@ -47,7 +47,7 @@ class ExperimentConfig:
         A catalogue name (``mnist``, ``fashion-mnist``, ``digits``), or the path of a folder of
         one's own images with one subfolder per class (:func:`digitnet.data.load_image_folder`).
     model : str
-        An architecture name (``mlp``, ``cnn``).
+        An architecture name (``mlp``, ``cnn``, ``cnn-padded``).
     hidden : tuple of int
         Hidden layer sizes of the MLP, or the dense layers after the CNN's convolutions.
     augment : str or None

@@ -260,7 +260,7 @@ class DigitnetClassifier(ClassifierMixin, BaseEstimator):
             image_shape = (side, side)
         else:
             image_shape = (1, features)
-        if self.model != "mlp" and min(image_shape) < MIN_CNN_SIDE:
+        if self.model in ("cnn", "cnn-padded") and min(image_shape) < MIN_CNN_SIDE:
             raise ValueError(
                 f"model={self.model!r} reads images of at least {MIN_CNN_SIDE}x{MIN_CNN_SIDE} pixels, given as "
                 f"(n, height, width) arrays or as rows of a square number of pixels (784 for 28x28); these are "

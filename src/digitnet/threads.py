@@ -112,7 +112,9 @@ def busy_elsewhere(samples: int = 5, interval: float = 0.02) -> int:
         except (OSError, ValueError, IndexError):
             return 0
         counts.append(runnable - _own_runnable_threads())
-    return max(0, min(counts))
+    # The count is the whole host's: leave out what may run on cores this process cannot use.
+    outside = max(0, (os.cpu_count() or 1) - cpu_count())
+    return max(0, min(counts) - outside)
 
 
 def _own_runnable_threads() -> int:

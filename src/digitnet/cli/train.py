@@ -99,7 +99,7 @@ def recipe_help(field: str) -> str:
     type=click.Choice(sorted(ARCHITECTURES)),
     default=None,
     help="Architecture: mlp is the 784-128-10 multilayer perceptron, cnn a small convolutional "
-    "network (99.3% in a few epochs), cnn-padded digitnet's first CNN, on which the reader is built "
+    "network (99.3% in a few epochs), cnn-padded digitnet's first CNN, on which the 12-CNN ensemble is built "
     "[default: the recipe's, mlp].",
 )
 @click.option(

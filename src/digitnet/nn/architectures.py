@@ -89,18 +89,22 @@ def build_cnn(
     return Network(layers, input_shape, **kwargs)
 
 
-#: The smallest image side two unpadded 5x5 stages fit (16 -> 12 -> 6 -> 2 -> 1).
-MIN_VALID_SIDE = 16
-
-
 def _cnn(hidden: Sequence[int], *, input_shape: tuple[int, ...], **kwargs: Any) -> Network:
     # Images too small for unpadded convolutions (scikit-learn's 8x8 digits) keep their size.
-    padding = "valid" if min(input_shape[1:]) >= MIN_VALID_SIDE else "same"
+    padding = "valid" if _fits_unpadded(min(input_shape[1:]), **kwargs) else "same"
     return build_cnn(hidden, input_shape=input_shape, padding=padding, **kwargs)
 
 
+def _fits_unpadded(side: int, *, kernel_size: int = 5, channels: Sequence[int] = (20, 40), **_: Any) -> bool:
+    """Whether every stage of unpadded convolution and 2x2 pooling leaves at least one pixel
+    (defaults as :func:`build_cnn`'s: 16 pixels are the least for two 5x5 stages)."""
+    for _stage in channels:
+        side = (side - kernel_size + 1) // 2
+    return side >= 1
+
+
 def _cnn_padded(hidden: Sequence[int], **kwargs: Any) -> Network:
-    # digitnet's first CNN, kept because the shipped reader and the 12-CNN ensemble are built on it.
+    # digitnet's first CNN, kept because the 12-CNN ensemble (--recipe cnn12) is built on it.
     return build_cnn(hidden, channels=(16, 32), padding="same", batch_norm=False, **kwargs)
 
 
@@ -123,7 +127,7 @@ def build_network(
     ``mlp`` is the multilayer perceptron, 784-128-10 by default (``hidden`` gives its hidden
     layers); ``cnn`` is the small convolutional network of :func:`build_cnn` with its defaults
     ("same" padding on images under 16 pixels a side); ``cnn-padded`` is digitnet's first CNN (16
-    and 32 channels, "same" padding, no batch normalisation), which the shipped reader uses. For
+    and 32 channels, "same" padding, no batch normalisation), on which the 12-CNN ensemble is built. For
     both CNNs ``hidden`` gives the dense layers after the convolutions.
     """
     if name not in ARCHITECTURES:

@@ -103,11 +103,13 @@ class BatchNorm(Layer):
         keeps that layout for the layers after it.
         """
         if x.ndim == 2:
-            return x.T, lambda rows: rows.T
+            return x.T, np.transpose
         moved = x.transpose(1, *range(2, x.ndim), 0)  # (C, H, W, N)
-        return moved.reshape(x.shape[1], -1), lambda rows: rows.reshape(moved.shape).transpose(
-            x.ndim - 1, 0, *range(1, x.ndim - 1)
-        )
+
+        def back_to_x_shape(rows: np.ndarray) -> np.ndarray:
+            return rows.reshape(moved.shape).transpose(x.ndim - 1, 0, *range(1, x.ndim - 1))
+
+        return moved.reshape(x.shape[1], -1), back_to_x_shape
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         rows, back = self._channel_rows(x)
