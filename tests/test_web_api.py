@@ -454,7 +454,9 @@ def test_serve_without_a_model_serves_the_shipped_reader(serve_command, tmp_path
     assert result.exit_code == 0, result.output
     assert "Serving the reader model that ships with digitnet" in result.output
     model = TestClient(served["app"], base_url="http://127.0.0.1").get("/api/model").json()
-    assert model["architecture"].startswith("784-conv5x5:16")
+    from digitnet.reader import load_reader
+
+    assert model["architecture"] == load_reader().describe()
 
 
 def test_serve_serves_the_model_it_is_given_on_loopback_and_prints_the_url(

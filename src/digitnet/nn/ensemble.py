@@ -117,7 +117,7 @@ class Ensemble:
         return self.predict_proba(images, batch_size).argmax(axis=1)
 
     def describe(self) -> str:
-        """``ensemble of 12: 7 x 784-conv5x5:16-..., ...``: members counted by architecture."""
+        """``ensemble of 12: 12 x 784-conv5x5:16-...``: members counted by architecture."""
         kinds: dict[str, int] = {}
         for member in self.members:
             kinds[member.describe()] = kinds.get(member.describe(), 0) + 1
