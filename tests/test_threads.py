@@ -69,13 +69,20 @@ def test_idle_cores_are_probed(monkeypatch):
     assert probed == [3]
 
 
+def _cpu_ticks(pid: int) -> int:
+    """User-mode clock ticks the process has run (``utime`` in ``/proc/PID/stat``)."""
+    return int(open(f"/proc/{pid}/stat", encoding="ascii").read().rsplit(")", 1)[1].split()[11])
+
+
 def test_busy_elsewhere_counts_a_competing_process():
     """A spinning process is runnable in every reading (Linux only: /proc/loadavg)."""
     if not os.path.exists("/proc/loadavg"):
         pytest.skip("no /proc/loadavg on this system")
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    spinner = subprocess.Popen([sys.executable, "-S", "-c", "while True: pass"])  # -S: starts at once
     try:
-        time.sleep(0.3)
+        started = time.monotonic()
+        while _cpu_ticks(spinner.pid) < 5 and time.monotonic() - started < 10:
+            time.sleep(0.05)  # until it has spun for a few ticks (a loaded machine starts it late)
         assert threads_module.busy_elsewhere() >= 1
     finally:
         spinner.kill()

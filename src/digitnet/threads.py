@@ -17,6 +17,7 @@ threads; the model file records the number used.
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -95,12 +96,13 @@ def probe_threads(m: int, k: int, n: int, max_threads: int, rounds: int = 5, dty
 
 
 def busy_elsewhere(samples: int = 5, interval: float = 0.02) -> int:
-    """Threads of other processes running or waiting for a core now: the fewest seen in ``samples``
+    """Threads of other processes running or waiting for a core now: the median of ``samples``
     readings ``interval`` seconds apart of Linux's runnable count (``/proc/loadavg``) less this
     process's own runnable threads (0 where they cannot be read).
 
-    Own threads are left out because BLAS threads spin for a moment after a product; the fewest,
-    because a competitor that keeps a core busy is runnable in every reading.
+    Own threads are left out because BLAS threads spin for a moment after a product; the median,
+    because a competitor that keeps a core busy is runnable in every reading while a process that
+    runs for a moment is in one or two.
     """
     counts = []
     for sample in range(samples):
@@ -114,7 +116,7 @@ def busy_elsewhere(samples: int = 5, interval: float = 0.02) -> int:
         counts.append(runnable - _own_runnable_threads())
     # The count is the whole host's: leave out what may run on cores this process cannot use.
     outside = max(0, (os.cpu_count() or 1) - cpu_count())
-    return max(0, min(counts) - outside)
+    return max(0, int(statistics.median_low(counts)) - outside)
 
 
 def _own_runnable_threads() -> int:
