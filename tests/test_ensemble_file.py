@@ -140,6 +140,16 @@ def test_the_cnn12_recipe_is_the_readmes_twelve_cnns():
     assert kinds == [("medium", s, 20) for s in range(7)] + [("light", s, 12) for s in range(4)] + [(None, 0, 12)]
 
 
+def test_the_fast_cnn12_recipe_is_the_same_twelve_on_the_default_cnn():
+    from digitnet.experiment import ExperimentConfig
+    from digitnet.recipes import ENSEMBLES
+
+    members = [ExperimentConfig(threads=1, **member) for member in ENSEMBLES["cnn12-fast"]]
+    assert {member.model for member in members} == {"cnn"}
+    kinds = [(member.augment_strength, member.seed, member.train_config().epochs) for member in members]
+    assert kinds == [("medium", s, 8) for s in range(7)] + [("light", s, 4) for s in range(4)] + [(None, 0, 4)]
+
+
 def test_exporting_an_ensemble_file_to_onnx_is_refused_in_one_sentence_and_writes_nothing(members, tmp_path):
     path = tmp_path / "ensemble.npz"
     Ensemble(members).save(path)
