@@ -8,12 +8,15 @@
    trials do the same work); the wall time against ``trials x one trial / cores``.
 3. Runs the same sweep on two local nodes (``ray.cluster_utils.Cluster``, cores split between them).
 
-Prints one JSON object; BENCHMARKS.md quotes it.
+Prints one JSON object; BENCHMARKS.md quotes it. It says whether ``rfc3987-syntax`` is installed:
+JupyterLab brings it (through ``jsonschema[format-nongpl]``), and its import builds a parser for about
+3 s in every process that imports Ray, the dozen or so of Ray's own included.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import tempfile
 import time
@@ -89,6 +92,7 @@ def main() -> None:
         "two_local_nodes": {**two_nodes, "wall_over_ideal": round(two_nodes["wall_s"] / ideal, 2)},
         "ray_overhead_per_trial_s": round((one_node["wall_s"] * cores - args.trials * one_trial) / args.trials, 2),
         "ray_version": ray.__version__,
+        "rfc3987_syntax_installed": importlib.util.find_spec("rfc3987_syntax") is not None,
     }
     print(json.dumps(report, indent=2))
 

@@ -100,6 +100,60 @@ def cnn_step_flops(batch_size: int) -> int:
     return total * batch_size
 
 
+def cnn_gemm_shapes(batch_size: int) -> list[tuple[str, int, int, int]]:
+    """``(name, m, k, n)`` of every matrix product in one training step of the default CNN, in the
+    shapes digitnet's layers use (im2col columns for the convolutions)."""
+    from digitnet.nn.architectures import build_cnn
+    from digitnet.nn.conv import Conv2D
+    from digitnet.nn.layers import Dense
+
+    network = build_cnn(rng=np.random.default_rng(0))
+    shape: tuple[int, ...] = network.input_shape
+    shapes, first = [], True
+    for index, layer in enumerate(network.layers):
+        out = layer.output_shape(shape)
+        if isinstance(layer, Conv2D):
+            f, k, n = (
+                layer.out_channels,
+                layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1],
+                out[1] * out[2] * batch_size,
+            )
+            shapes += [(f"{index} conv forward", f, k, n), (f"{index} conv weight grad", f, n, k)]
+            shapes += [] if first else [(f"{index} conv input grad", k, f, n)]
+        elif isinstance(layer, Dense):
+            i, o = layer.in_features, layer.out_features
+            shapes += [(f"{index} dense forward", batch_size, i, o), (f"{index} dense weight grad", i, batch_size, o)]
+            shapes += [] if first else [(f"{index} dense input grad", batch_size, o, i)]
+        first = first and not isinstance(layer, (Conv2D, Dense))
+        shape = out
+    return shapes
+
+
+def gemm_ceiling(batch_size: int, threads: int, repeats: int = 15) -> dict[str, Any]:
+    """The network's own matrix products, timed alone (median of ``repeats``): the GFLOP/s this BLAS
+    reaches on exactly these shapes, which bounds any im2col network's fraction of the peak."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    rows, flops, seconds = [], 0, 0.0
+    with threadpool_limits(threads):
+        for name, m, k, n in cnn_gemm_shapes(batch_size):
+            a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+            out = np.empty((m, n), dtype=np.float32)
+            np.matmul(a, b, out=out)
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                np.matmul(a, b, out=out)
+                times.append(time.perf_counter() - started)
+            took = statistics.median(times)
+            rows.append(
+                {"product": name, "m": m, "k": k, "n": n, "seconds": took, "gflops": 2 * m * k * n / took / 1e9}
+            )
+            flops, seconds = flops + 2 * m * k * n, seconds + took
+    return {"products": rows, "step_seconds": seconds, "gflops": flops / seconds / 1e9}
+
+
 # -- cnn-epoch ------------------------------------------------------------------------------------
 
 
@@ -133,6 +187,7 @@ def cnn_epoch(args) -> dict[str, Any]:
                 except StopIteration as done:
                     results[name] = done.value
         peak_end = gemm_peak(args.threads)
+    ceiling = gemm_ceiling(args.batch_size, args.threads)
     batches = int(np.ceil(EPOCH_IMAGES / args.batch_size))
     flops = cnn_step_flops(args.batch_size) * batches
     peak_gflops = max(peak, peak_end)
@@ -153,6 +208,7 @@ def cnn_epoch(args) -> dict[str, Any]:
         "epoch_flops": flops,
         "summary": summary,
         "per_layer_seconds_per_batch": results["digitnet"]["per_layer_seconds_per_batch"],
+        "gemm_ceiling": {**ceiling, "epoch_seconds": ceiling["step_seconds"] * batches},
     }
 
 
@@ -171,6 +227,16 @@ def print_cnn_epoch(result: dict[str, Any]) -> None:
             f"{row['epoch_cpu_seconds']:.1f} | {row['epoch_cpu_seconds'] / s['torch']['epoch_cpu_seconds']:.2f}x | "
             f"{row['gflops']:.1f} | {row['fraction_of_peak']:.0%} |"
         )
+    ceiling = result["gemm_ceiling"]
+    print(
+        f"\nThe same matrix products alone (no im2col, pooling or anything else): "
+        f"{ceiling['epoch_seconds']:.1f} s an epoch, {ceiling['gflops']:.1f} GFLOP/s, "
+        f"{ceiling['gflops'] / result['gemm_peak_gflops']:.0%} of the peak.\n"
+    )
+    print("| product | m x k x n | GFLOP/s |")
+    print("|---|---|---:|")
+    for row in ceiling["products"]:
+        print(f"| {row['product']} | {row['m']} x {row['k']} x {row['n']} | {row['gflops']:.1f} |")
 
 
 # -- cnn-accuracy ---------------------------------------------------------------------------------
