@@ -133,7 +133,9 @@ def export_web(
     ------
     WebExportError
         If ``out`` holds something other than an earlier export, or onnxruntime-web cannot be had;
-        nothing is written then. :class:`~digitnet.onnx_export.OnnxExportError` as ``export_onnx``.
+        nothing is written then.
+    OnnxExportError
+        As :func:`~digitnet.onnx_export.export_onnx`; nothing is written then.
     """
     out = Path(out)
     _check_destination(out)

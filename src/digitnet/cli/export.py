@@ -46,7 +46,7 @@ def export(model: Path | None, fmt: str, out: Path | None) -> None:
     network, name = model_or_reader(model)
     if not isinstance(network, Network):
         raise DigitnetError(
-            f"{printable(name)} is an ensemble file: {fmt.upper() if fmt == 'onnx' else 'Web'} export takes one "
+            f"{printable(name)} is an ensemble file: {'ONNX' if fmt == 'onnx' else 'Web page'} export takes one "
             "network; export each member's model file instead."
         )
     if fmt == "web":
