@@ -30,7 +30,7 @@ from digitnet.nn.ensemble import Ensemble
 from digitnet.reader import READER_SHA256
 from digitnet.web_export import ORT_WEB_FILES, ORT_WEB_VERSION, WebExportError, onnxruntime_web
 
-PAGE_FILES = {"index.html", "app.js", "style.css", "model.onnx", "model.json", *ORT_WEB_FILES}
+EXPORTED_FILES = {"index.html", "app.js", "style.css", "model.onnx", "model.json", *ORT_WEB_FILES}
 TOLERANCE = 1e-5
 #: Headless Chromium, launched as for the served page (skipped, or failed under CI, where it cannot run).
 browser = served_page.browser
@@ -71,7 +71,7 @@ def test_the_cli_writes_the_page_model_and_onnxruntime_web_into_the_folder(
     result = export(str(model_file), "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "python -m http.server" in result.stderr
-    assert {path.name for path in out.iterdir()} == PAGE_FILES
+    assert {path.name for path in out.iterdir()} == EXPORTED_FILES
     info = json.loads((out / "model.json").read_text())
     assert info["format"] == "digitnet-web"
     assert info["model"] == "mlp.npz" and info["model_sha256"] == sha256_of_file(model_file)
@@ -104,18 +104,23 @@ def test_exporting_again_replaces_an_earlier_export(ort_web, model_file, tmp_pat
     result = export(str(other), "--out", str(out))
     assert result.exit_code == 0, result.output
     assert json.loads((out / "model.json").read_text())["model_sha256"] == sha256_of_file(other)
-    assert {path.name for path in out.iterdir()} == PAGE_FILES
+    assert {path.name for path in out.iterdir()} == EXPORTED_FILES
     assert leftovers(tmp_path) == []
 
 
-def test_a_folder_holding_other_files_is_refused_and_left_alone(ort_web, model_file, tmp_path):
-    out = tmp_path / "photos"
-    out.mkdir()
+@pytest.mark.parametrize("folder", ["photos", "an export with a file of mine added"])
+def test_a_folder_holding_other_files_is_refused_and_left_alone(folder, ort_web, model_file, tmp_path):
+    out = tmp_path / "site"
+    if folder == "photos":
+        out.mkdir()
+    else:
+        assert export(str(model_file), "--out", str(out)).exit_code == 0
     (out / "holiday.jpg").write_bytes(b"mine")
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
     result = export(str(model_file), "--out", str(out))
     assert result.exit_code == 1
-    assert result.stderr.count("\n") == 1 and "not an earlier web export" in result.stderr
-    assert [path.name for path in out.iterdir()] == ["holiday.jpg"]
+    assert result.stderr.count("\n") == 1 and "holds files that are not from a digitnet web export" in result.stderr
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     assert leftovers(tmp_path) == []
 
 

@@ -44,6 +44,8 @@ ORT_WEB_FILES = {
     "ort.wasm.bundle.min.mjs": "51bd7168175767324ab0acfcfc4ca94a096a3826e3ebac9ccc4f195eb865f8dd",
     "ort-wasm-simd-threaded.wasm": "4b884c203b0fa48d057be3332c65513ff85aa3c5bddd6946acc0fab7ecda001d",
 }
+#: The page's files, and the folder of ``digitnet/web`` each comes from (the served page's look).
+PAGE_FILES = {"index.html": "standalone", "app.js": "standalone", "style.css": "static"}
 #: ``format`` in model.json: how a folder is recognised as an earlier export that may be replaced.
 WEB_FORMAT = "digitnet-web"
 #: The longest an ``npm install`` may take, in seconds.
@@ -145,9 +147,8 @@ def export_web(
         staging.mkdir()
         export_onnx(network, staging / "model.onnx")
         page = resources.files("digitnet") / "web"
-        for name in ("index.html", "app.js"):
-            (staging / name).write_bytes((page / "standalone" / name).read_bytes())
-        (staging / "style.css").write_bytes((page / "static" / "style.css").read_bytes())
+        for name, folder in PAGE_FILES.items():
+            (staging / name).write_bytes((page / folder / name).read_bytes())
         for name in ORT_WEB_FILES:
             shutil.copyfile(dist / name, staging / name)
         description = _description(network, model_name, model_sha256)
@@ -185,18 +186,21 @@ def _npm_install(npm: str, prefix: Path) -> None:
 
 
 def _check_destination(out: Path) -> None:
-    """Refuse a destination that is a file, or a non-empty folder that is not an earlier export."""
+    """Refuse a destination that is a file, or a non-empty folder that is not just an earlier export."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise WebExportError(f"{out} exists and is not a folder; give --out a new folder for the web page.")
     if out.is_dir() and any(out.iterdir()) and not _is_export(out):
         raise WebExportError(
-            f"{out} is a folder that holds other files, not an earlier web export; give --out a new or empty folder."
+            f"{out} holds files that are not from a digitnet web export; give --out a new or empty folder."
         )
     if not out.parent.is_dir():
         raise WebExportError(f"the folder {out.parent} does not exist; create it first, or give --out another folder.")
 
 
 def _is_export(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier export and nothing else (so replacing it loses nothing)."""
+    if not {path.name for path in folder.iterdir()} <= {*PAGE_FILES, *ORT_WEB_FILES, "model.onnx", "model.json"}:
+        return False
     try:
         return json.loads((folder / "model.json").read_text(encoding="utf-8")).get("format") == WEB_FORMAT
     except (OSError, ValueError, AttributeError):
