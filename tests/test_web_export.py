@@ -124,6 +124,15 @@ def test_a_folder_holding_other_files_is_refused_and_left_alone(folder, ort_web,
     assert leftovers(tmp_path) == []
 
 
+def test_a_file_as_the_destination_is_refused_and_left_alone(model_file, tmp_path):
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    result = export(str(model_file), "--out", str(out))
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "is not a folder" in result.stderr
+    assert out.read_text() == "mine" and leftovers(tmp_path) == []
+
+
 def test_an_ensemble_file_is_refused_with_one_sentence(tmp_path, rng):
     path = tmp_path / "ensemble.npz"
     Ensemble([build_mlp((8,), rng=rng), build_mlp((8,), rng=rng)]).save(path)
