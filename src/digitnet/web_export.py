@@ -86,7 +86,7 @@ def onnxruntime_web(cache_dir: str | os.PathLike[str] | None = None) -> Path:
         )
     staging = temporary_path_for(folder)
     try:
-        staging.mkdir(parents=True)
+        _make_folder(staging, "digitnet's cache folder (DIGITNET_CACHE_DIR chooses another)")
         _npm_install(npm, staging)
         if not _holds_release(_dist(staging)):
             raise WebExportError(
@@ -144,7 +144,7 @@ def export_web(
     dist = onnxruntime_web(cache_dir)
     staging = temporary_path_for(out)
     try:
-        staging.mkdir()
+        _make_folder(staging, "the folder that holds --out")
         export_onnx(network, staging / "model.onnx")
         page = resources.files("digitnet") / "web"
         for name, folder in PAGE_FILES.items():
@@ -157,6 +157,13 @@ def export_web(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def _make_folder(folder: Path, what: str) -> None:
+    try:
+        folder.mkdir(parents=True)
+    except OSError as error:
+        raise WebExportError(f"Cannot write to {what}, {folder.parent}: {error.strerror}.") from None
 
 
 def _dist(folder: Path) -> Path:
