@@ -170,7 +170,7 @@ def test_the_export_command_refuses_a_damaged_model_in_one_line_and_writes_nothi
 def test_the_export_command_refuses_a_folder_as_output_before_reading_the_model(model_file, tmp_path):
     result = CliRunner().invoke(main, ["export", str(model_file), "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "is a directory" in result.stderr
+    assert "is a folder" in result.stderr
 
 
 @pytest.mark.parametrize("model", ["mlp", "reader cnn"])
