@@ -100,9 +100,10 @@ def cnn_step_flops(batch_size: int) -> int:
     return total * batch_size
 
 
-def cnn_gemm_shapes(batch_size: int) -> list[tuple[str, int, int, int]]:
-    """``(name, m, k, n)`` of every matrix product in one training step of the default CNN, in the
-    shapes digitnet's layers use (im2col columns for the convolutions)."""
+def cnn_gemm_shapes(batch_size: int) -> list[tuple[str, int, int, int, bool, bool]]:
+    """``(name, m, k, n, a_transposed, b_transposed)`` of every matrix product in one training step
+    of the default CNN, as digitnet's layers call them (im2col columns for the convolutions; a
+    transposed operand is the ``.T`` view the layer passes)."""
     from digitnet.nn.architectures import build_cnn
     from digitnet.nn.conv import Conv2D
     from digitnet.nn.layers import Dense
@@ -113,17 +114,17 @@ def cnn_gemm_shapes(batch_size: int) -> list[tuple[str, int, int, int]]:
     for index, layer in enumerate(network.layers):
         out = layer.output_shape(shape)
         if isinstance(layer, Conv2D):
-            f, k, n = (
-                layer.out_channels,
-                layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1],
-                out[1] * out[2] * batch_size,
-            )
-            shapes += [(f"{index} conv forward", f, k, n), (f"{index} conv weight grad", f, n, k)]
-            shapes += [] if first else [(f"{index} conv input grad", k, f, n)]
+            f = layer.out_channels
+            k = layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
+            n = out[1] * out[2] * batch_size
+            shapes += [(f"{index} conv forward", f, k, n, False, False)]  # W @ cols
+            shapes += [(f"{index} conv weight grad", f, n, k, False, True)]  # g @ cols.T
+            shapes += [] if first else [(f"{index} conv input grad", k, f, n, True, False)]  # W.T @ g
         elif isinstance(layer, Dense):
             i, o = layer.in_features, layer.out_features
-            shapes += [(f"{index} dense forward", batch_size, i, o), (f"{index} dense weight grad", i, batch_size, o)]
-            shapes += [] if first else [(f"{index} dense input grad", batch_size, o, i)]
+            shapes += [(f"{index} dense forward", batch_size, i, o, False, False)]  # x @ W
+            shapes += [(f"{index} dense weight grad", i, batch_size, o, True, False)]  # x.T @ g
+            shapes += [] if first else [(f"{index} dense input grad", batch_size, o, i, False, True)]  # g @ W.T
         first = first and not isinstance(layer, (Conv2D, Dense))
         shape = out
     return shapes
@@ -131,14 +132,21 @@ def cnn_gemm_shapes(batch_size: int) -> list[tuple[str, int, int, int]]:
 
 def gemm_ceiling(batch_size: int, threads: int, repeats: int = 15) -> dict[str, Any]:
     """The network's own matrix products, timed alone (median of ``repeats``): the GFLOP/s this BLAS
-    reaches on exactly these shapes, which bounds any im2col network's fraction of the peak."""
+    reaches on exactly these shapes and operand layouts, which bounds any im2col network's fraction
+    of the peak."""
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(0)
-    rows, flops, seconds = [], 0, 0.0
+
+    def operand(rows: int, cols: int, transposed: bool) -> np.ndarray:
+        if transposed:
+            return rng.standard_normal((cols, rows), dtype=np.float32).T
+        return rng.standard_normal((rows, cols), dtype=np.float32)
+
+    products, flops, seconds = [], 0, 0.0
     with threadpool_limits(threads):
-        for name, m, k, n in cnn_gemm_shapes(batch_size):
-            a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+        for name, m, k, n, a_transposed, b_transposed in cnn_gemm_shapes(batch_size):
+            a, b = operand(m, k, a_transposed), operand(k, n, b_transposed)
             out = np.empty((m, n), dtype=np.float32)
             np.matmul(a, b, out=out)
             times = []
@@ -147,11 +155,10 @@ def gemm_ceiling(batch_size: int, threads: int, repeats: int = 15) -> dict[str, 
                 np.matmul(a, b, out=out)
                 times.append(time.perf_counter() - started)
             took = statistics.median(times)
-            rows.append(
-                {"product": name, "m": m, "k": k, "n": n, "seconds": took, "gflops": 2 * m * k * n / took / 1e9}
-            )
+            gflops = 2 * m * k * n / took / 1e9
+            products.append({"product": name, "m": m, "k": k, "n": n, "seconds": took, "gflops": gflops})
             flops, seconds = flops + 2 * m * k * n, seconds + took
-    return {"products": rows, "step_seconds": seconds, "gflops": flops / seconds / 1e9}
+    return {"products": products, "step_seconds": seconds, "gflops": flops / seconds / 1e9}
 
 
 # -- cnn-epoch ------------------------------------------------------------------------------------

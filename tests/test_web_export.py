@@ -99,10 +99,12 @@ def test_without_a_model_the_shipped_reader_is_exported(ort_web, tmp_path):
 def test_exporting_again_replaces_an_earlier_export(ort_web, model_file, tmp_path, rng):
     out = tmp_path / "site"
     assert export(str(model_file), "--out", str(out)).exit_code == 0
+    first_graph = (out / "model.onnx").read_bytes()
     other = tmp_path / "other.npz"
     build_mlp((8,), rng=rng).save(other)
     result = export(str(other), "--out", str(out))
     assert result.exit_code == 0, result.output
+    assert (out / "model.onnx").read_bytes() != first_graph
     assert json.loads((out / "model.json").read_text())["model_sha256"] == sha256_of_file(other)
     assert {path.name for path in out.iterdir()} == EXPORTED_FILES
     assert leftovers(tmp_path) == []
@@ -118,8 +120,9 @@ def test_a_folder_holding_other_files_is_refused_and_left_alone(folder, ort_web,
     (out / "holiday.jpg").write_bytes(b"mine")
     before = {path.name: path.read_bytes() for path in out.iterdir()}
     result = export(str(model_file), "--out", str(out))
-    assert result.exit_code == 1
-    assert result.stderr.count("\n") == 1 and "holds files that are not from a digitnet web export" in result.stderr
+    assert result.exit_code == 2  # refused as a bad --out, before the model is read
+    assert "holds files that are not from a digitnet web export" in result.stderr
+    assert "Traceback" not in result.output
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     assert leftovers(tmp_path) == []
 
@@ -128,9 +131,62 @@ def test_a_file_as_the_destination_is_refused_and_left_alone(model_file, tmp_pat
     out = tmp_path / "notes.txt"
     out.write_text("mine")
     result = export(str(model_file), "--out", str(out))
-    assert result.exit_code == 1
-    assert result.stderr.count("\n") == 1 and "is not a folder" in result.stderr
+    assert result.exit_code == 2
+    assert "is not a folder" in result.stderr and "Traceback" not in result.output
     assert out.read_text() == "mine" and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("case", ["the current folder", "a symbolic link", "a missing parent folder"])
+def test_destinations_that_cannot_be_replaced_whole_are_refused_before_the_model_is_read(case, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "real").mkdir()
+    if case == "a symbolic link":
+        (tmp_path / "link").symlink_to(tmp_path / "real")
+    out, expected = {
+        "the current folder": (".", "is the current folder or a root"),
+        "a symbolic link": ("link", "is a symbolic link"),
+        "a missing parent folder": ("nowhere/site", "does not exist or is not a folder"),
+    }[case]
+    result = export(str(tmp_path / "no-such-model.npz"), "--out", out)  # the model is never opened
+    assert result.exit_code == 2
+    assert expected in result.stderr and "Traceback" not in result.output
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["real", *(["link"] if "link" in out else [])])
+
+
+def test_a_cache_that_cannot_be_written_is_one_sentence(model_file, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("DIGITNET_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    fake_npm(tmp_path / "bin", "exit 0\n", monkeypatch)
+    result = export(str(model_file), "--out", str(tmp_path / "site"))
+    assert result.exit_code == 1
+    assert one_error_line(result) and "Cannot write to digitnet's cache folder" in result.stderr
+    assert not (tmp_path / "site").exists()
+
+
+def test_a_failed_rename_puts_the_earlier_export_back(ort_web, model_file, tmp_path, rng, monkeypatch):
+    import digitnet.web_export as web_export
+
+    out = tmp_path / "site"
+    assert export(str(model_file), "--out", str(out)).exit_code == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    real_replace = os.replace
+
+    failed = []
+
+    def replace(source, destination):  # the new page's rename onto --out fails once (a busy mount, say)
+        if Path(destination) == out and not failed:
+            failed.append(source)
+            raise OSError(16, "Device or resource busy")
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(web_export.os, "replace", replace)
+    other = tmp_path / "other.npz"
+    build_mlp((8,), rng=rng).save(other)
+    result = export(str(other), "--out", str(out))
+    assert result.exit_code == 1
+    assert one_error_line(result) and "Cannot put the web page in place" in result.stderr
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert leftovers(tmp_path) == []
 
 
 def test_an_ensemble_file_is_refused_with_one_sentence(tmp_path, rng):
@@ -139,9 +195,15 @@ def test_an_ensemble_file_is_refused_with_one_sentence(tmp_path, rng):
     out = tmp_path / "site"
     result = export(str(path), "--out", str(out))
     assert result.exit_code == 1
-    assert result.stderr.count("\n") == 1 and "ensemble file" in result.stderr
+    assert one_error_line(result) and "ensemble file" in result.stderr
     assert "export each member" in result.stderr
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def one_error_line(result) -> bool:
+    """Whether stderr holds one line besides the note that npm is fetching onnxruntime-web."""
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("Fetching onnxruntime-web")]
+    return len(lines) == 1 and lines[0].startswith("Error: ")
 
 
 def fake_npm(folder: Path, script: str, monkeypatch) -> None:
@@ -166,7 +228,7 @@ def test_without_npm_the_export_says_what_to_install_and_writes_nothing(empty_ca
     out = tmp_path / "site"
     result = export(str(model_file), "--out", str(out))
     assert result.exit_code == 1
-    assert result.stderr.count("\n") == 1
+    assert one_error_line(result)
     assert "npm is not installed" in result.stderr and "apt-get install npm" in result.stderr
     assert not out.exists() and leftovers(tmp_path) == []
 
@@ -176,7 +238,7 @@ def test_a_failing_npm_install_is_one_sentence_and_leaves_nothing(empty_cache, m
     out = tmp_path / "site"
     result = export(str(model_file), "--out", str(out))
     assert result.exit_code == 1
-    assert result.stderr.count("\n") == 1 and "npm error code ENOTFOUND" in result.stderr
+    assert one_error_line(result) and "npm error code ENOTFOUND" in result.stderr
     assert not out.exists() and leftovers(tmp_path) == []
     assert list(empty_cache.iterdir()) == []  # no half-installed copy
 
@@ -192,7 +254,7 @@ def test_files_that_differ_from_the_pinned_release_are_refused(empty_cache, mode
     out = tmp_path / "site"
     result = export(str(model_file), "--out", str(out))
     assert result.exit_code == 1
-    assert result.stderr.count("\n") == 1 and "differ from the release" in result.stderr
+    assert one_error_line(result) and "differ from the release" in result.stderr
     assert not out.exists() and list(empty_cache.iterdir()) == []
 
 

@@ -175,7 +175,7 @@ def to_onnx(network: Network) -> onnx.ModelProto:
     from onnx import TensorProto, helper
 
     exporters = [_exporter_for(layer, index) for index, layer in enumerate(network.layers)]
-    height, width = _image_side(network.input_shape)
+    height, width = image_side(network.input_shape)
     graph = GraphBuilder()
     x = _network_input(network, graph, height, width)
     shape = network.input_shape
@@ -245,7 +245,7 @@ def _exporter_for(layer: Layer, index: int) -> LayerExporter:
     return exporter
 
 
-def _image_side(input_shape: tuple[int, ...]) -> tuple[int, int]:
+def image_side(input_shape: tuple[int, ...]) -> tuple[int, int]:
     """Height and width of the 2-D digit the network reads, as ``preprocess_for_model`` shapes it."""
     if len(input_shape) >= 2:
         return int(input_shape[-2]), int(input_shape[-1])

@@ -14,8 +14,8 @@
 onnxruntime-web comes from the npm registry: the first export runs ``npm install`` of the pinned
 :data:`ORT_WEB_VERSION` into digitnet's cache directory, and every export checks the two files
 against the sha256 recorded here before copying them, so the page always runs the release it was
-tested with. The folder is built beside ``DIR`` and renamed into place, so ``DIR`` is either the
-old export or the whole new one.
+tested with. The folder is built beside ``DIR`` and renamed into place; an earlier export there is
+moved aside first and put back if the rename fails, so ``DIR`` never holds half a page.
 """
 
 from __future__ import annotations
@@ -32,9 +32,18 @@ from .data.cache import default_cache_dir, sha256_of_file
 from .data.leftovers import temporary_path_for
 from .errors import DigitnetError
 from .nn import Network
-from .onnx_export import INPUT_NAME, OUTPUT_NAME, _image_side, export_onnx
+from .onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, image_side
 
-__all__ = ["ORT_WEB_FILES", "ORT_WEB_VERSION", "WEB_FORMAT", "WebExportError", "export_web", "onnxruntime_web"]
+__all__ = [
+    "ORT_WEB_FILES",
+    "ORT_WEB_VERSION",
+    "WEB_FORMAT",
+    "WebExportError",
+    "check_destination",
+    "export_web",
+    "onnxruntime_web",
+    "onnxruntime_web_cached",
+]
 
 #: The onnxruntime-web release the page bundles (it runs ONNX opset 17 on its WebAssembly backend).
 ORT_WEB_VERSION = "1.31.1"
@@ -54,6 +63,12 @@ NPM_TIMEOUT_S = 600
 
 class WebExportError(DigitnetError):
     """The page cannot be exported: npm missing or failing, or a destination that is not ours."""
+
+
+def onnxruntime_web_cached(cache_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Whether :func:`onnxruntime_web` will find the pinned release in the cache (no npm needed)."""
+    root = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+    return _holds_release(_dist(root / f"onnxruntime-web-{ORT_WEB_VERSION}"))
 
 
 def onnxruntime_web(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -139,8 +154,7 @@ def export_web(
     OnnxExportError
         As :func:`~digitnet.onnx_export.export_onnx`; nothing is written then.
     """
-    out = Path(out)
-    _check_destination(out)
+    out = check_destination(out)
     dist = onnxruntime_web(cache_dir)
     staging = temporary_path_for(out)
     try:
@@ -180,7 +194,9 @@ def _npm_install(npm: str, prefix: Path) -> None:
     command = [npm, "install", "--prefix", str(prefix), "--no-save", "--no-package-lock", "--ignore-scripts"]
     command += ["--no-audit", "--no-fund", "--loglevel=error", f"onnxruntime-web@{ORT_WEB_VERSION}"]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=NPM_TIMEOUT_S, check=False)
+        done = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=NPM_TIMEOUT_S, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise WebExportError(f"npm install onnxruntime-web@{ORT_WEB_VERSION} did not finish ({error}).") from None
     if done.returncode != 0:
@@ -192,16 +208,34 @@ def _npm_install(npm: str, prefix: Path) -> None:
         )
 
 
-def _check_destination(out: Path) -> None:
-    """Refuse a destination that is a file, or a non-empty folder that is not just an earlier export."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise WebExportError(f"{out} exists and is not a folder; give --out a new folder for the web page.")
+def check_destination(out: str | os.PathLike[str]) -> Path:
+    """``out`` as an absolute path, if it may receive the page: missing, empty, or an earlier export.
+
+    Raises
+    ------
+    WebExportError
+        For a file or symbolic link, a folder holding anything but an earlier export, the current
+        folder or a root (which cannot be replaced whole), or a missing parent folder.
+    """
+    given = Path(out)
+    out = Path(os.path.abspath(given))
+    if out.is_symlink():
+        raise WebExportError(f"{given} is a symbolic link; give --out a new folder for the web page.")
+    if out.exists() and not out.is_dir():
+        raise WebExportError(f"{given} exists and is not a folder; give --out a new folder for the web page.")
+    if out == Path.cwd() or out.parent == out:
+        raise WebExportError(
+            f"{given} is the current folder or a root, which the export cannot replace; give --out a new folder."
+        )
     if out.is_dir() and any(out.iterdir()) and not _is_export(out):
         raise WebExportError(
-            f"{out} holds files that are not from a digitnet web export; give --out a new or empty folder."
+            f"{given} holds files that are not from a digitnet web export; give --out a new or empty folder."
         )
     if not out.parent.is_dir():
-        raise WebExportError(f"the folder {out.parent} does not exist; create it first, or give --out another folder.")
+        raise WebExportError(
+            f"The folder {out.parent} does not exist or is not a folder; create it first, or give --out another folder."
+        )
+    return out
 
 
 def _is_export(folder: Path) -> bool:
@@ -215,22 +249,28 @@ def _is_export(folder: Path) -> bool:
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename the finished folder to ``out``; an earlier export there is moved aside, then removed."""
+    """Rename the finished folder to ``out``; an earlier export there is moved aside, then removed.
+
+    An existing empty folder is replaced by the new one (its owner and mode are the new folder's).
+    If the rename fails or is interrupted, the earlier export is put back.
+    """
     old = temporary_path_for(out)
-    if out.is_dir() and any(out.iterdir()):
-        os.replace(out, old)
     try:
+        if out.is_dir() and any(out.iterdir()):
+            os.replace(out, old)
         os.replace(staging, out)  # onto a missing or empty folder
-    except OSError:
-        if old.exists():
+    except BaseException as error:
+        if old.exists() and not out.exists():
             os.replace(old, out)  # put the earlier export back
+        if isinstance(error, OSError):
+            raise WebExportError(f"Cannot put the web page in place at {out}: {error.strerror or error}.") from None
         raise
     shutil.rmtree(old, ignore_errors=True)
 
 
 def _description(network: Network, model_name: str, model_sha256: str) -> dict[str, object]:
     """model.json: what the page reads (classes, input) and what a person may want to know."""
-    height, width = _image_side(network.input_shape)
+    height, width = image_side(network.input_shape)
     return {
         "format": WEB_FORMAT,
         "format_version": 1,

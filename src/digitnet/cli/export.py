@@ -43,10 +43,12 @@ def export(model: Path | None, fmt: str, out: Path | None) -> None:
     out = DEFAULT_OUT[fmt] if out is None else out
     if fmt == "onnx":
         check_writable_file(out, "--out")
+    else:
+        _check_web_folder(out)
     network, name = model_or_reader(model)
     if not isinstance(network, Network):
         raise DigitnetError(
-            f"{printable(name)} is an ensemble file: {'ONNX' if fmt == 'onnx' else 'Web page'} export takes one "
+            f"{printable(name)} is an ensemble file: {'ONNX' if fmt == 'onnx' else 'web-page'} export takes one "
             "network; export each member's model file instead."
         )
     if fmt == "web":
@@ -67,12 +69,24 @@ def _export_onnx(network: Network, name: str, out: Path) -> None:
     )
 
 
+def _check_web_folder(out: Path) -> None:
+    """Refuse, before the model is loaded, a --out the web page could not be written to."""
+    from ..web_export import WebExportError, check_destination
+
+    try:
+        check_destination(out)
+    except WebExportError as error:
+        raise click.BadParameter(str(error), param_hint="--out") from None
+
+
 def _export_web(network: Network, model: Path | None, name: str, out: Path) -> None:
     from ..data.cache import sha256_of_file
     from ..reader import reader_path
-    from ..web_export import ORT_WEB_VERSION, export_web
+    from ..web_export import ORT_WEB_VERSION, export_web, onnxruntime_web_cached
 
     source = reader_path() if model is None else model
+    if not onnxruntime_web_cached():
+        status_console.print(f"Fetching onnxruntime-web {ORT_WEB_VERSION} with npm (once; about 15 MB)...")
     export_web(network, out, model_name=source.name, model_sha256=sha256_of_file(source))
     status_console.print(
         f"Exported {printable(name)} as a web page to {printable(out)} (onnxruntime-web {ORT_WEB_VERSION}); "

@@ -81,6 +81,7 @@ function endStroke(event) {
 }
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
+pad.addEventListener("lostpointercapture", endStroke);  // capture can end without pointerup
 
 // -- MNIST-style preparation: crop to the ink, fit the 20x20 box, centre by mass ------------
 // Output pixel i covers input pixels [i * f, (i + 1) * f) of the crop, f = length / size; each
@@ -223,6 +224,11 @@ async function load() {
   }
   [seen.height, seen.width] = [info.input.height, info.input.width];
   buildBars(info.class_names);
+  // A model trained on a folder of other classes: name them instead of "0 to 9".
+  const classes = info.class_names.join(", ");
+  if (classes !== "0, 1, 2, 3, 4, 5, 6, 7, 8, 9") {
+    $("pad-help").textContent = `Draw one of ${classes} with a mouse, pen or finger: any size, anywhere in the square.`;
+  }
   resetResult("Draw a digit to see what the network reads.");
   $("model").textContent = `Model ${info.model} (${info.architecture}, ${info.parameters.toLocaleString("en")} ` +
     `parameters), run by onnxruntime-web ${info.onnxruntime_web}. digitnet ${info.digitnet}.`;
