@@ -88,6 +88,24 @@ def test_the_cli_writes_the_page_model_and_onnxruntime_web_into_the_folder(
     assert leftovers(tmp_path) == []
 
 
+def test_the_pages_content_security_policy_allows_its_inline_script_and_nothing_from_elsewhere():
+    import base64
+    import hashlib
+    import re
+    from importlib import resources
+
+    html = (resources.files("digitnet") / "web" / "standalone" / "index.html").read_text(encoding="utf-8")
+    found = re.search(r'http-equiv="Content-Security-Policy"\s+content="([^"]+)"', html)
+    assert found, "the page has no Content-Security-Policy"
+    policy = found.group(1)
+    inline = re.findall(r"<script>(.*?)</script>", html, re.S)
+    assert len(inline) == 1  # the file:// notice; its hash must be in the policy, or it never runs
+    digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    assert directives["default-src"] == "'self'"
+    assert directives["script-src"].split() == ["'self'", "'wasm-unsafe-eval'", f"'sha256-{digest}'"]
+
+
 def test_without_a_model_the_shipped_reader_is_exported(ort_web, tmp_path):
     out = tmp_path / "site"
     result = export("--out", str(out))
@@ -341,6 +359,22 @@ def test_a_digit_drawn_with_a_finger_on_a_phone_is_read(browser, site):
     assert tab.locator("#quick").text_content() == "7"
     tab.context.close()
     assert not problems, problems
+
+
+@pytest.mark.browser
+def test_the_page_refuses_scripts_from_elsewhere(browser, site):
+    tab = open_page(browser, site[1], [])
+    violated = tab.evaluate(
+        """() => new Promise((resolve) => {
+            document.addEventListener("securitypolicyviolation", (event) => resolve(event.effectiveDirective));
+            setTimeout(() => resolve("no violation"), 5000);
+            const script = document.createElement("script");
+            script.src = "https://example.invalid/injected.js";
+            document.head.appendChild(script);
+        })"""
+    )
+    assert violated in ("script-src", "script-src-elem")
+    tab.context.close()
 
 
 @pytest.mark.browser
