@@ -318,7 +318,9 @@ def test_a_dns_rebinding_host_is_refused_with_421(server, host):
     assert parse(page)[0] == 421  # the page too: a rebinding page could read it like the API
 
 
-@pytest.mark.parametrize("path", ["/", "/static/app.js", "/static/style.css", "/api/model", "/healthz"])
+@pytest.mark.parametrize(
+    "path", ["/", "/static/app.js", "/static/pad.js", "/static/style.css", "/api/model", "/healthz"]
+)
 def test_head_answers_like_get_without_a_body(server, path):
     _, got = exchange(server.port, request("GET", path, headers="Connection: close\r\n"))
     _, head = exchange(server.port, request("HEAD", path, headers="Connection: close\r\n"))

@@ -169,6 +169,10 @@ def test_the_page_and_its_assets_are_served_locally_with_a_strict_content_policy
         response = client.get(asset)
         assert response.status_code == 200 and kind in response.headers["content-type"]
         assert "http://" not in response.text and "https://" not in response.text  # no CDN
+    # app.js imports the drawing pad it shares with the exported page; it too is served from here.
+    pad = client.get("/static/pad.js")
+    assert pad.status_code == 200 and "javascript" in pad.headers["content-type"]
+    assert 'from "./pad.js"' in client.get("/static/app.js").text and "https://" not in pad.text
     # No script, stylesheet or image from elsewhere: the page works offline.
     assert 'src="http' not in html and 'href="http' not in html
     # Accessibility basics: the answer is announced, the buttons are real buttons.

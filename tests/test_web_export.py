@@ -30,7 +30,7 @@ from digitnet.nn.ensemble import Ensemble
 from digitnet.reader import READER_SHA256
 from digitnet.web_export import ORT_WEB_FILES, ORT_WEB_VERSION, WebExportError, onnxruntime_web
 
-EXPORTED_FILES = {"index.html", "app.js", "style.css", "model.onnx", "model.json", *ORT_WEB_FILES}
+EXPORTED_FILES = {"index.html", "app.js", "pad.js", "style.css", "model.onnx", "model.json", *ORT_WEB_FILES}
 TOLERANCE = 1e-5
 #: Headless Chromium, launched as for the served page (skipped, or failed under CI, where it cannot run).
 browser = served_page.browser

@@ -54,7 +54,7 @@ ORT_WEB_FILES = {
     "ort-wasm-simd-threaded.wasm": "4b884c203b0fa48d057be3332c65513ff85aa3c5bddd6946acc0fab7ecda001d",
 }
 #: The page's files, and the folder of ``digitnet/web`` each comes from (the served page's look).
-PAGE_FILES = {"index.html": "standalone", "app.js": "standalone", "style.css": "static"}
+PAGE_FILES = {"index.html": "standalone", "app.js": "standalone", "pad.js": "static", "style.css": "static"}
 #: ``format`` in model.json: how a folder is recognised as an earlier export that may be replaced.
 WEB_FORMAT = "digitnet-web"
 #: The longest an ``npm install`` may take, in seconds.

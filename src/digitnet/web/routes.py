@@ -46,6 +46,7 @@ INLINE_BODY_BYTES = 64 * 1024
 _STATIC_FILES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "pad.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 # The page loads nothing from elsewhere: it works offline, and injected content cannot phone home.
@@ -133,16 +134,17 @@ def api_router(predictor: Predictor) -> APIRouter:
 
 
 def page_router() -> APIRouter:
-    """The drawing page and its two assets, read from the package once, here.
+    """The drawing page and its assets, read from the package once, here.
 
     Returns
     -------
     fastapi.APIRouter
-        ``GET /``, ``GET /static/app.js`` and ``GET /static/style.css`` (and HEAD), none of them in
+        ``GET /``, ``GET /static/app.js``, ``/static/pad.js`` and ``/static/style.css`` (and HEAD), none in
         the API schema. No request ever touches the file system.
     """
     router = APIRouter(include_in_schema=False)
-    for name, path in (("index.html", "/"), ("app.js", "/static/app.js"), ("style.css", "/static/style.css")):
+    for name in _STATIC_FILES:
+        path = "/" if name == "index.html" else f"/static/{name}"
         content = resources.files(__package__).joinpath("static").joinpath(name).read_bytes()
         _get_and_head(router, path, _static_endpoint(content, _STATIC_FILES[name]))
     return router

@@ -2,9 +2,8 @@
 // by model.onnx with onnxruntime-web (its WebAssembly backend), all inside the browser.
 // For tests and the curious, window.digitnet holds the last image the network saw and its answer.
 import * as ort from "./ort.wasm.bundle.min.mjs";
+import { PAD_SIZE, drawingPad } from "./pad.js";
 
-const PAD_SIZE = 280;        // drawing canvas resolution (CSS scales it to the screen)
-const STROKE_WIDTH = 18;     // as on the served page
 const BOX = 20 / 28;         // MNIST: the ink fits a 20x20 box inside the 28x28 image
 const NOISE_FLOOR = 0.1;     // ink fainter than this share of the strongest does not widen the crop
 
@@ -13,7 +12,6 @@ ort.env.wasm.numThreads = 1;
 
 const $ = (id) => document.getElementById(id);
 const pad = $("pad");
-const ctx = pad.getContext("2d", { willReadFrequently: true });
 const seen = $("seen");
 const seenCtx = seen.getContext("2d");
 const result = $("result");
@@ -36,52 +34,8 @@ function buildBars(labels) {
   $("bars").replaceChildren(...barItems);
 }
 
-// -- drawing with pointer events (mouse, pen and touch alike; one pointer at a time) --------
-ctx.lineCap = ctx.lineJoin = "round";
-ctx.lineWidth = STROKE_WIDTH;
-ctx.strokeStyle = ctx.fillStyle = "#111";
-let activePointer = null;
-let last = null;
-
-function toCanvas(event) {
-  const box = pad.getBoundingClientRect();
-  return { x: (event.clientX - box.left) * (PAD_SIZE / box.width), y: (event.clientY - box.top) * (PAD_SIZE / box.height) };
-}
-
-pad.addEventListener("pointerdown", (event) => {
-  if (event.button !== 0 || activePointer !== null) return;
-  event.preventDefault();
-  pad.setPointerCapture(event.pointerId);
-  activePointer = event.pointerId;
-  last = toCanvas(event);
-  ctx.beginPath();
-  ctx.arc(last.x, last.y, STROKE_WIDTH / 2, 0, 2 * Math.PI);
-  ctx.fill();
-  requestPrediction();
-});
-
-pad.addEventListener("pointermove", (event) => {
-  if (event.pointerId !== activePointer) return;
-  event.preventDefault();
-  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
-  ctx.beginPath();
-  ctx.moveTo(last.x, last.y);
-  for (const e of events.length ? events : [event]) {
-    last = toCanvas(e);
-    ctx.lineTo(last.x, last.y);
-  }
-  ctx.stroke();
-  requestPrediction();
-});
-
-function endStroke(event) {
-  if (event.pointerId !== activePointer) return;
-  activePointer = null;
-  requestPrediction();
-}
-pad.addEventListener("pointerup", endStroke);
-pad.addEventListener("pointercancel", endStroke);
-pad.addEventListener("lostpointercapture", endStroke);  // capture can end without pointerup
+// -- drawing (pad.js, shared with the served page) ------------------------------------------
+const ctx = drawingPad(pad, () => requestPrediction());
 
 // -- MNIST-style preparation: crop to the ink, fit the 20x20 box, centre by mass ------------
 // Output pixel i covers input pixels [i * f, (i + 1) * f) of the crop, f = length / size; each

@@ -1,17 +1,14 @@
 // digitnet draw-a-digit page: draw on a canvas, send the ink to POST /api/predict while drawing,
 // show the predicted digit, the ten probabilities and the 28x28 image the network saw.
-// Plain browser JavaScript, no build step and no libraries, so the page works offline.
-"use strict";
+// Plain browser JavaScript (ES modules), no build step and no libraries, so the page works offline.
+import { PAD_SIZE, drawingPad } from "./pad.js";
 
 (() => {
-  const PAD_SIZE = 280;          // drawing canvas resolution (CSS scales it to the screen)
   const SEND_SIZE = 56;          // the ink array sent to the server: 280 / 5, box-averaged
   const FACTOR = PAD_SIZE / SEND_SIZE;
-  const STROKE_WIDTH = 18;       // about MNIST's stroke-to-digit ratio for a digit drawn large
   const THROTTLE_MS = 100;       // at most ~10 requests a second while drawing, one at a time
 
   const pad = document.getElementById("pad");
-  const ctx = pad.getContext("2d", { willReadFrequently: true });
   const seen = document.getElementById("seen");
   const seenCtx = seen.getContext("2d");
   const result = document.getElementById("result");
@@ -52,63 +49,8 @@
   }
   buildBars("0123456789".split(""));
 
-  // -- drawing with pointer events (mouse, pen and touch alike) -------------------------------
-  ctx.lineCap = "round";
-  ctx.lineJoin = "round";
-  ctx.lineWidth = STROKE_WIDTH;
-  ctx.strokeStyle = "#111";
-  ctx.fillStyle = "#111";
-  let drawing = false;
-  let activePointer = null;  // one finger or pen at a time: a second touch does not draw
-  let last = null;
-
-  function toCanvas(event) {
-    const box = pad.getBoundingClientRect();
-    return { x: (event.clientX - box.left) * (PAD_SIZE / box.width),
-             y: (event.clientY - box.top) * (PAD_SIZE / box.height) };
-  }
-
-  function dot(p) {
-    ctx.beginPath();
-    ctx.arc(p.x, p.y, STROKE_WIDTH / 2, 0, 2 * Math.PI);
-    ctx.fill();
-  }
-
-  pad.addEventListener("pointerdown", (event) => {
-    if (event.button !== 0 || drawing) return;
-    event.preventDefault();
-    pad.setPointerCapture(event.pointerId);
-    drawing = true;
-    activePointer = event.pointerId;
-    last = toCanvas(event);
-    dot(last);
-    requestPrediction();
-  });
-
-  pad.addEventListener("pointermove", (event) => {
-    if (!drawing || event.pointerId !== activePointer) return;
-    event.preventDefault();
-    // Coalesced events keep fast strokes smooth where the browser batches pointer moves.
-    const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
-    ctx.beginPath();
-    ctx.moveTo(last.x, last.y);
-    for (const e of events.length ? events : [event]) {
-      last = toCanvas(e);
-      ctx.lineTo(last.x, last.y);
-    }
-    ctx.stroke();
-    requestPrediction();
-  });
-
-  function endStroke(event) {
-    if (!drawing || event.pointerId !== activePointer) return;
-    drawing = false;
-    activePointer = null;
-    if (pad.hasPointerCapture(event.pointerId)) pad.releasePointerCapture(event.pointerId);
-    requestPrediction();
-  }
-  pad.addEventListener("pointerup", endStroke);
-  pad.addEventListener("pointercancel", endStroke);
+  // -- drawing (pad.js, shared with the exported page) ---------------------------------------
+  const ctx = drawingPad(pad, () => requestPrediction());
 
   // -- the canvas as an ink array -------------------------------------------------------------
   // The strokes are the only opaque pixels, so alpha is the ink. Box-average 5x5 blocks into a
