@@ -77,27 +77,7 @@ def gemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
 def cnn_step_flops(batch_size: int) -> int:
     """Multiply-adds x 2 of one training step of the default CNN: every product of the forward
     pass, and for backward the weight gradients plus the input gradients (none for the first layer)."""
-    from digitnet.nn.architectures import build_cnn
-    from digitnet.nn.conv import Conv2D
-    from digitnet.nn.layers import Dense
-
-    network = build_cnn(rng=np.random.default_rng(0))
-    shape: tuple[int, ...] = network.input_shape
-    total, first = 0, True
-    for layer in network.layers:
-        out = layer.output_shape(shape)
-        if isinstance(layer, Conv2D):
-            kh, kw = layer.kernel_size
-            forward = 2 * layer.out_channels * layer.in_channels * kh * kw * out[1] * out[2]
-        elif isinstance(layer, Dense):
-            forward = 2 * layer.in_features * layer.out_features
-        else:
-            forward = 0
-        if forward:
-            total += forward * (2 if first else 3)
-            first = False
-        shape = out
-    return total * batch_size
+    return sum(2 * m * k * n for _, m, k, n, _, _ in cnn_gemm_shapes(batch_size))
 
 
 def cnn_gemm_shapes(batch_size: int) -> list[tuple[str, int, int, int, bool, bool]]:
