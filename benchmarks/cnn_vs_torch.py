@@ -67,7 +67,8 @@ def numpy_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int, model
     loss = SoftmaxCrossEntropy()
     optimizer = Adam([(p, g) for _, p, g in network.parameters()], lr=1e-3)  # as digitnet.train does
     per_layer: dict[str, float] = defaultdict(float)
-    names = [f"{i}:{type(layer).__name__}" for i, layer in enumerate(network.layers)]
+    steps = network.training_steps()  # the layers as training runs them (the first stage fused)
+    names = [f"{i}:{type(layer).__name__}" for i, layer in enumerate(steps)]
     step_seconds, step_cpu_seconds = [], []
     for step in range(warmup + batches):
         index = rng.integers(0, len(x), batch_size)
@@ -75,7 +76,7 @@ def numpy_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int, model
         timings = {}
         started, cpu_started = time.perf_counter(), time.process_time()
         h = xb
-        for name, layer in zip(names, network.layers):
+        for name, layer in zip(names, steps):
             t = time.perf_counter()
             h = layer.forward(h, training=True)
             timings[f"forward {name}"] = time.perf_counter() - t
@@ -83,7 +84,7 @@ def numpy_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int, model
         loss.forward(h, yb)
         grad = loss.backward()
         timings["loss"] = time.perf_counter() - t
-        for name, layer in zip(reversed(names), reversed(network.layers)):
+        for name, layer in zip(reversed(names), reversed(steps)):
             t = time.perf_counter()
             grad = layer.backward(grad)
             timings[f"backward {name}"] = time.perf_counter() - t

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import numerical_gradient, relative_error
 from digitnet.nn import BatchNorm, Conv2D, Dropout, MaxPool2D, ReLU
+from digitnet.nn.architectures import build_cnn
+from digitnet.nn.conv import PooledConv2D, fuse_for_training
 
 
 def check_gradients(layer, x, rng, reseed=None):
@@ -163,6 +165,85 @@ def test_maxpool_output_shape_matches_forward(rng):
         layer = MaxPool2D(pool_size, stride)
         out = layer.forward(rng.standard_normal((2, 3, *image)))
         assert out.shape[1:] == layer.output_shape((3, *image))
+
+
+# -- PooledConv2D: the first convolution and its pooling as one training step ------------------
+
+
+def first_conv64(in_channels, out_channels, kernel_size, padding, rng):
+    layer = conv64(in_channels, out_channels, kernel_size, padding, rng)
+    layer.needs_input_grad = False  # what the network sets for its first layer
+    return layer
+
+
+@pytest.mark.parametrize(
+    ("kernel_size", "padding", "pool_size", "image"),
+    [
+        (5, "valid", 2, (28, 28)),  # the default CNN's first stage
+        (3, "same", 2, (7, 9)),  # odd maps: pooling drops the last row and column
+        (3, "valid", 3, (11, 10)),
+        ((2, 3), 1, 2, (6, 5)),
+    ],
+    ids=["CNN's first stage", "odd sizes", "3x3 pooling", "non-square kernel, padding 1"],
+)
+def test_pooled_convolution_equals_the_two_layers(kernel_size, padding, pool_size, image, rng):
+    """The fused step gives the layers' output and weight gradients, float64, to rounding."""
+    conv, pool = first_conv64(2, 4, kernel_size, padding, rng), MaxPool2D(pool_size)
+    x = rng.standard_normal((3, 2, *image))
+    expected = pool.forward(conv.forward(x, training=True), training=True)
+    grad = rng.standard_normal(expected.shape)
+    conv.backward(pool.backward(grad))
+    expected_grads = {name: value.copy() for name, value in conv.grads.items()}
+    conv.grads["W"][...], conv.grads["b"][...] = np.nan, np.nan
+
+    fused = PooledConv2D(conv, pool)
+    np.testing.assert_allclose(fused.forward(x, training=True), expected, rtol=1e-12, atol=1e-12)
+    assert fused.backward(grad) is None
+    for name, value in expected_grads.items():
+        np.testing.assert_allclose(conv.grads[name], value, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_pooled_convolution_sends_the_gradient_to_the_first_of_tied_maxima(rng):
+    """Zero weights tie every window while the patches differ: as in MaxPool2D, only the first
+    position of each window passes its patch into the weight gradient."""
+    conv = first_conv64(1, 2, 3, "same", rng)
+    conv.params["W"][...] = 0
+    x = rng.standard_normal((2, 1, 6, 6))
+    fused = PooledConv2D(conv, MaxPool2D(2))
+    fused.backward(np.ones_like(fused.forward(x, training=True)))
+    fused_grad = conv.grads["W"].copy()
+    pool = MaxPool2D(2)
+    conv.backward(pool.backward(np.ones_like(pool.forward(conv.forward(x, training=True), training=True))))
+    np.testing.assert_allclose(fused_grad, conv.grads["W"], rtol=1e-12)
+
+
+def test_only_the_first_convolution_and_its_pooling_are_fused(rng):
+    network = build_cnn(rng=rng)
+    steps = network.training_steps()
+    assert isinstance(steps[0], PooledConv2D) and steps[0].conv is network.layers[0]
+    assert steps[1:] == network.layers[2:]  # the second convolution needs its input gradient
+    assert fuse_for_training([first_conv64(1, 2, 3, "same", rng), MaxPool2D(3, 2)])[0].__class__ is Conv2D
+    with pytest.raises(ValueError, match="first convolution"):
+        PooledConv2D(conv64(1, 2, 3, "same", rng), MaxPool2D(2))
+
+
+def test_a_training_step_of_the_network_equals_its_layers_run_one_by_one(rng):
+    network = build_cnn(rng=rng, dtype=np.float64, dropout=0)
+    x = rng.standard_normal((4, 1, 28, 28))
+    grad_logits = rng.standard_normal((4, 10))
+    logits = network.forward(x, training=True)
+    network.backward(grad_logits)
+    fused = {name: grad.copy() for name, _, grad in network.parameters()}
+    h = x
+    for layer in network.layers:
+        h = layer.forward(h, training=True)
+    np.testing.assert_allclose(logits, h, rtol=1e-9, atol=1e-12)
+    grad = grad_logits
+    for layer in reversed(network.layers):
+        if (grad := layer.backward(grad)) is None:
+            break
+    for name, _, expected in network.parameters():
+        np.testing.assert_allclose(fused[name], expected, rtol=1e-8, atol=1e-12, err_msg=name)
 
 
 # -- Dropout ----------------------------------------------------------------------------------

@@ -309,6 +309,98 @@ class MaxPool2D(Layer):
         return {"pool_size": self.pool_size, "stride": self.stride}
 
 
+class PooledConv2D(Layer):
+    """A :class:`Conv2D` and the non-overlapping :class:`MaxPool2D` after it, as one training step.
+
+    :class:`~digitnet.nn.network.Network` trains such pairs through this class; inference and
+    model files see the two layers as they are, and the results are the same up to rounding.
+    Why: pooling a convolution's ``(C, H, W, N)`` output reads each window's ``k*k`` values from
+    strided places, and those passes cost more than the first convolution itself. Here im2col
+    orders its columns by the position ``(a, b)`` inside the pooling window first::
+
+        cols[(c, i, j), (a, b, y, x, n)] = x_padded[n, c, k*y + a + i, k*x + b + j]
+
+    so the product ``W @ cols`` holds the ``k*k`` candidates of every window as ``k*k`` contiguous
+    blocks, and the maximum is an elementwise pass over whole blocks. The bias is added after
+    pooling (``max(v + b) == max(v) + b``): a ``k*k``-th of the additions. Rows and columns that
+    the pooling drops are never convolved. The matrix products are those of :class:`Conv2D`.
+
+    Only for a convolution that needs no input gradient (the network's first): with one, col2im
+    in this column order makes ``k*k`` times as many short strided additions, and on the default
+    CNN's second stage that cost more than the pooling saves (BENCHMARKS.md, issue 12).
+    """
+
+    def __init__(self, conv: Conv2D, pool: MaxPool2D) -> None:
+        super().__init__()
+        if pool.stride != pool.pool_size or conv.needs_input_grad:
+            raise ValueError("only a first convolution and non-overlapping pooling run fused")
+        self.conv, self.k = conv, pool.pool_size
+        self.params, self.grads = conv.params, conv.grads
+        self.cols: np.ndarray | None = None
+        self.argmax: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        conv, k = self.conv, self.k
+        n, c, height, width = x.shape
+        kh, kw = conv.kernel_size
+        out_h, out_w = conv.output_shape((c, height, width))[1:]
+        pool_h, pool_w = out_h // k, out_w // k
+        if pool_h < 1 or pool_w < 1:
+            raise ValueError(f"a {kh}x{kw} convolution and {k}x{k} pooling do not fit a {height}x{width} input")
+        buffers = conv._buffers if training else None
+        padded = conv._padded(x, buffers)
+        cols = conv._buffer(buffers, "pooled_cols", (c, kh, kw, k, k, pool_h, pool_w, n), x.dtype)
+        for i, j, a, b in np.ndindex(kh, kw, k, k):
+            cols[:, i, j, a, b] = padded[
+                :, a + i : a + i + k * (pool_h - 1) + 1 : k, b + j : b + j + k * (pool_w - 1) + 1 : k
+            ]
+        cols = cols.reshape(c * kh * kw, -1)
+        candidates = (conv.params["W"].reshape(conv.out_channels, -1) @ cols).reshape(conv.out_channels, k * k, -1)
+        # The running maximum over the window's positions, in reading order; ">" keeps the first
+        # of tied maxima, as MaxPool2D and PyTorch do.
+        out = candidates[:, 0].copy()
+        argmax = np.zeros(out.shape, dtype=np.uint8 if k * k <= 256 else np.int32)
+        for index in range(1, k * k):
+            larger = candidates[:, index] > out
+            np.maximum(argmax, larger.astype(argmax.dtype) * index, out=argmax)
+            np.maximum(out, candidates[:, index], out=out)
+        out += conv.params["b"][:, None]
+        if training:
+            self.cols, self.argmax = cols, argmax
+        return out.reshape(conv.out_channels, pool_h, pool_w, n).transpose(3, 0, 1, 2)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        conv, k = self.conv, self.k
+        cols, argmax = self.saved(self.cols), self.saved(self.argmax)
+        g = np.ascontiguousarray(grad_out.transpose(1, 2, 3, 0)).reshape(conv.out_channels, -1)
+        np.sum(g, axis=1, out=self.grads["b"])
+        # Each window's gradient goes to the candidate that won it, in the columns' block order.
+        g_conv = conv._buffer(conv._buffers, "pooled_grad", (conv.out_channels, k * k, g.shape[1]), g.dtype)
+        for index in range(k * k):
+            np.multiply(g, argmax == index, out=g_conv[:, index])
+        g_conv = g_conv.reshape(conv.out_channels, -1)
+        np.matmul(g_conv, cols.T, out=self.grads["W"].reshape(conv.out_channels, -1))
+        return None  # the first convolution: nothing before it needs dL/d(input)
+
+
+def fuse_for_training(layers: list[Layer]) -> list[Layer]:
+    """The steps a training pass runs: ``layers``, with a first convolution (one that needs no
+    input gradient) and the non-overlapping max pooling after it as one :class:`PooledConv2D`."""
+    steps: list[Layer] = []
+    for layer in layers:
+        previous = steps[-1] if steps else None
+        if (
+            isinstance(layer, MaxPool2D)
+            and layer.stride == layer.pool_size
+            and isinstance(previous, Conv2D)
+            and not previous.needs_input_grad
+        ):
+            steps[-1] = PooledConv2D(previous, layer)
+        else:
+            steps.append(layer)
+    return steps
+
+
 def _like_layout(a: np.ndarray, like: np.ndarray) -> np.ndarray:
     """``a`` (the shape of ``like``) in the memory order of ``like``: copied only if it differs."""
     order = np.argsort([-stride for stride in like.strides], kind="stable")  # slowest axis first

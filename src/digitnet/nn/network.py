@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .conv import fuse_for_training
 from .layers import Dense, Flatten, Layer, ReLU
 from .losses import softmax
 
@@ -50,6 +51,7 @@ class Network:
         self.class_names = list(class_names)
         self.metadata = dict(metadata or {})
         self._mark_layers_needing_input_grad()
+        self._training_steps: tuple[list[Layer], list[Layer]] = ([], [])  # (layers, the steps built from them)
 
     def _mark_layers_needing_input_grad(self) -> None:
         # Nothing before the first layer with parameters is trained, so that layer need not
@@ -58,6 +60,15 @@ class Network:
         for layer in self.layers:
             layer.needs_input_grad = seen_params
             seen_params = seen_params or bool(layer.params)
+
+    def training_steps(self) -> list[Layer]:
+        """The layers as a training pass runs them: :func:`~digitnet.nn.conv.fuse_for_training`
+        joins the first convolution and its pooling into one faster step (same results up to
+        rounding). Built once, and again only if ``layers`` is replaced."""
+        if self._training_steps[0] != self.layers:
+            self._mark_layers_needing_input_grad()
+            self._training_steps = (list(self.layers), fuse_for_training(self.layers))
+        return self._training_steps[1]
 
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(name, parameter, gradient)`` for every trainable array, in a fixed order."""
@@ -96,7 +107,7 @@ class Network:
         With ``training=True`` every layer keeps what :meth:`backward` needs (and dropout drops);
         otherwise nothing is stored, so several threads may predict with one network at once.
         """
-        for layer in self.layers:
+        for layer in self.training_steps() if training else self.layers:
             x = layer.forward(x, training)
         return x
 
@@ -106,7 +117,7 @@ class Network:
         Needs the forward pass of the same batch with ``training=True`` first.
         """
         grad: np.ndarray | None = grad_logits
-        for layer in reversed(self.layers):
+        for layer in reversed(self.training_steps()):
             grad = layer.backward(grad)  # type: ignore[arg-type]  # None only ends the loop below
             if grad is None:
                 break
