@@ -1,11 +1,13 @@
 """The cost of running a sweep on Ray: start-up, per-trial overhead, one node against two.
 
-    python benchmarks/ray_sweep.py [--trials 16] [--epochs 2] [--dataset mnist]
+    python benchmarks/ray_sweep.py [--trials 16] [--epochs 8] [--dataset mnist]
 
 1. Times one trial's :func:`digitnet.experiment.run` in this process (no Ray): the yardstick.
 2. Starts the local Ray instance (timed) and runs the sweep: ``trials`` MLPs (784-128-10,
-   learning rate 1e-3 to 1e-2, ``epochs`` epochs, one BLAS thread each, no early stopping, so all
-   trials do the same work as the yardstick); the wall time against ``trials x one trial / cores``.
+   learning rate 1e-3 to 1e-2, ``epochs`` epochs, by default the MLP recipe's 8, one BLAS thread
+   each, no early stopping, so all trials do the same work as the yardstick); the wall time
+   against ``trials x one trial / cores``. (Ray's cost per trial is fixed, so shorter trials,
+   ``--epochs 2``, show it larger.)
 3. Runs the same sweep on two local nodes (``ray.cluster_utils.Cluster``, cores split between them).
 
 Prints one JSON object; BENCHMARKS.md quotes it. It says whether ``rfc3987-syntax`` is installed:
@@ -30,6 +32,7 @@ from digitnet.cluster.space import load_spec
 from digitnet.cluster.sweep import experiment_config, param_space, run_sweep
 from digitnet.data import load_dataset
 from digitnet.experiment import cpu_count, run
+from digitnet.recipes import default_config
 
 
 def sweep_once(spec, data, concurrency: int) -> dict:
@@ -50,7 +53,7 @@ def sweep_once(spec, data, concurrency: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=default_config("mlp").epochs)
     parser.add_argument("--dataset", default="mnist")
     args = parser.parse_args()
     cores = cpu_count()
