@@ -96,7 +96,7 @@ def _twelve(model: str) -> list[dict[str, Any]]:
 
 #: Named ensembles for ``digitnet ensemble --recipe NAME``: one dict of
 #: :class:`~digitnet.experiment.ExperimentConfig` settings per member, each trained with one BLAS
-#: thread. ``cnn12`` is the README's 99.63% ensemble (BENCHMARKS.md) of the first CNN
-#: (``cnn-padded``); ``cnn12-fast`` is the same twelve on the default CNN: 99.59% in about a third
-#: of the time.
+#: thread. ``cnn12`` is the README's 99.6% ensemble of the first CNN (``cnn-padded``; BENCHMARKS.md:
+#: 99.63% run by hand, 99.62% as one command); ``cnn12-fast`` is the same twelve on the default
+#: CNN: 99.59% in about a quarter of the time.
 ENSEMBLES: dict[str, list[dict[str, Any]]] = {"cnn12": _twelve("cnn-padded"), "cnn12-fast": _twelve("cnn")}

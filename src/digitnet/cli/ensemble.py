@@ -23,7 +23,7 @@ from .train import parse_hidden
     type=click.Choice(sorted(ENSEMBLES)),
     default=None,
     help="A named ensemble: cnn12 is the README's 99.6% recipe (7 medium, 4 light and 1 plain CNN); "
-    "cnn12-fast is the same twelve on the default CNN (99.59%, about a third of the time). "
+    "cnn12-fast is the same twelve on the default CNN (99.59%, about a quarter of the time). "
     "Without it, --members copies of one setting with seeds --seed, --seed+1, ...",
 )
 @click.option("--members", type=click.IntRange(1, 64), default=5, show_default=True, help="Members to train.")
