@@ -197,6 +197,8 @@ def test_pooled_convolution_equals_the_two_layers(kernel_size, padding, pool_siz
     conv.grads["W"][...], conv.grads["b"][...] = np.nan, np.nan
 
     fused = PooledConv2D(conv, pool)
+    np.testing.assert_allclose(fused.forward(x, training=False), expected, rtol=1e-12, atol=1e-12)
+    assert fused.cols is None  # inference keeps nothing
     np.testing.assert_allclose(fused.forward(x, training=True), expected, rtol=1e-12, atol=1e-12)
     assert fused.backward(grad) is None
     for name, value in expected_grads.items():
@@ -225,6 +227,15 @@ def test_only_the_first_convolution_and_its_pooling_are_fused(rng):
     assert fuse_for_training([first_conv64(1, 2, 3, "same", rng), MaxPool2D(3, 2)])[0].__class__ is Conv2D
     with pytest.raises(ValueError, match="first convolution"):
         PooledConv2D(conv64(1, 2, 3, "same", rng), MaxPool2D(2))
+
+
+def test_the_training_steps_follow_a_changed_list_of_layers(rng):
+    network = build_cnn(rng=rng)
+    assert isinstance(network.training_steps()[0], PooledConv2D)
+    network.layers = network.layers[4:]  # now the second convolution comes first
+    steps = network.training_steps()
+    assert isinstance(steps[0], PooledConv2D) and steps[0].conv is network.layers[0]
+    assert not network.layers[0].needs_input_grad
 
 
 def test_a_training_step_of_the_network_equals_its_layers_run_one_by_one(rng):

@@ -357,7 +357,8 @@ class PooledConv2D(Layer):
         cols = cols.reshape(c * kh * kw, -1)
         candidates = (conv.params["W"].reshape(conv.out_channels, -1) @ cols).reshape(conv.out_channels, k * k, -1)
         # The running maximum over the window's positions, in reading order; ">" keeps the first
-        # of tied maxima, as MaxPool2D and PyTorch do.
+        # of tied maxima, as MaxPool2D and PyTorch do. (Ties are judged before the bias: values
+        # that only adding the bias would round together may send the gradient elsewhere.)
         out = candidates[:, 0].copy()
         argmax = np.zeros(out.shape, dtype=np.uint8 if k * k <= 256 else np.int32)
         for index in range(1, k * k):

@@ -64,7 +64,7 @@ class Network:
     def training_steps(self) -> list[Layer]:
         """The layers as a training pass runs them: :func:`~digitnet.nn.conv.fuse_for_training`
         joins the first convolution and its pooling into one faster step (same results up to
-        rounding). Built once, and again only if ``layers`` is replaced."""
+        rounding). Built once, and again whenever the list of layers changes."""
         if self._training_steps[0] != self.layers:
             self._mark_layers_needing_input_grad()
             self._training_steps = (list(self.layers), fuse_for_training(self.layers))
