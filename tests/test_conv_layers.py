@@ -214,6 +214,10 @@ def test_pooled_convolution_sends_the_gradient_to_the_first_of_tied_maxima(rng):
     fused = PooledConv2D(conv, MaxPool2D(2))
     fused.backward(np.ones_like(fused.forward(x, training=True)))
     fused_grad = conv.grads["W"].copy()
+    # By hand: each 2x2 window's top-left position wins, so dW sums the patches at even positions.
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    first_positions = [padded[:, 0, i : i + 6 : 2, j : j + 6 : 2].sum() for i in range(3) for j in range(3)]
+    np.testing.assert_allclose(fused_grad[0, 0].ravel(), first_positions, rtol=1e-12)
     pool = MaxPool2D(2)
     conv.backward(pool.backward(np.ones_like(pool.forward(conv.forward(x, training=True), training=True))))
     np.testing.assert_allclose(fused_grad, conv.grads["W"], rtol=1e-12)

@@ -271,14 +271,10 @@ class MaxPool2D(Layer):
             for _, window in offsets:
                 np.maximum(out, x[window], out=out)
             return out
-        # Which offset held the maximum, for backward. Offsets come in increasing order, so "set to
-        # t where this offset is strictly larger" is a running maximum; ">" keeps the first of ties.
-        argmax = np.zeros_like(out, dtype=np.uint8 if self.pool_size**2 <= 256 else np.int32)
+        # Which offset held the maximum, for backward.
+        argmax = np.zeros_like(out, dtype=_argmax_dtype(self.pool_size))
         for index, window in offsets:
-            candidate = np.array(x[window], order="K")
-            larger = candidate > out
-            np.maximum(argmax, larger.astype(argmax.dtype) * index, out=argmax)
-            np.maximum(out, candidate, out=out)
+            _keep_larger(out, argmax, np.array(x[window], order="K"), index)
         self.x, self.argmax = x, argmax
         return out
 
@@ -356,15 +352,12 @@ class PooledConv2D(Layer):
             ]
         cols = cols.reshape(c * kh * kw, -1)
         candidates = (conv.params["W"].reshape(conv.out_channels, -1) @ cols).reshape(conv.out_channels, k * k, -1)
-        # The running maximum over the window's positions, in reading order; ">" keeps the first
-        # of tied maxima, as MaxPool2D and PyTorch do. (Ties are judged before the bias: values
-        # that only adding the bias would round together may send the gradient elsewhere.)
+        # The running maximum over the window's positions, as MaxPool2D takes it. (Ties are judged
+        # before the bias: values that only adding the bias would round together may route differently.)
         out = candidates[:, 0].copy()
-        argmax = np.zeros(out.shape, dtype=np.uint8 if k * k <= 256 else np.int32)
+        argmax = np.zeros(out.shape, dtype=_argmax_dtype(k))
         for index in range(1, k * k):
-            larger = candidates[:, index] > out
-            np.maximum(argmax, larger.astype(argmax.dtype) * index, out=argmax)
-            np.maximum(out, candidates[:, index], out=out)
+            _keep_larger(out, argmax, candidates[:, index], index)
         out += conv.params["b"][:, None]
         if training:
             self.cols, self.argmax = cols, argmax
@@ -400,6 +393,20 @@ def fuse_for_training(layers: list[Layer]) -> list[Layer]:
         else:
             steps.append(layer)
     return steps
+
+
+def _argmax_dtype(pool_size: int) -> type[np.integer]:
+    """The smallest integer type that numbers the positions of a ``pool_size`` window."""
+    return np.uint8 if pool_size**2 <= 256 else np.int32
+
+
+def _keep_larger(out: np.ndarray, argmax: np.ndarray, candidate: np.ndarray, index: int) -> None:
+    """One step of a running maximum over a window's positions, in place: where ``candidate`` (the
+    values at position ``index``) is strictly larger than ``out``, take it and record ``index``.
+    Positions come in increasing order, so ``>`` keeps the first of tied maxima, as PyTorch does."""
+    larger = candidate > out
+    np.maximum(argmax, larger.astype(argmax.dtype) * index, out=argmax)
+    np.maximum(out, candidate, out=out)
 
 
 def _like_layout(a: np.ndarray, like: np.ndarray) -> np.ndarray:
