@@ -176,6 +176,29 @@ def trial_finishes(folder: Path) -> dict[str, int]:
     return counts
 
 
+def test_a_trial_restored_from_its_final_checkpoint_is_not_trained_again(monkeypatch, tmp_path):
+    """Ctrl+C can land after a trial's final report but before Tune marks it done; the resume restores it."""
+    from ray import tune
+
+    from digitnet.cluster import sweep
+
+    class Trained(Exception):
+        pass
+
+    def train(*args, **kwargs):
+        raise Trained
+
+    params = {"dataset": "digits", "model": "mlp", "hidden": "8", "augment": "none", "seed": 0, "val_size": 0.1,
+              "threads": 1}  # fmt: skip
+    monkeypatch.setattr(sweep, "run", train)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    with pytest.raises(Trained):  # a new trial trains
+        sweep.trial(params, data=None)
+    (tmp_path / "model.npz").write_bytes(b"the final report's model file")
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(str(tmp_path)))
+    assert sweep.trial(params, data=None) is None  # a finished one returns, so Tune keeps its final result
+
+
 def test_an_interrupted_sweep_resumes_without_repeating_finished_trials(tmp_path):
     """Ctrl+C (SIGINT) to `digitnet sweep` after the first trial finished, then the same command again."""
     space = tmp_path / "sweep.toml"

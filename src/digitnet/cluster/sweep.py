@@ -77,6 +77,10 @@ def trial(params: dict[str, Any], data: Dataset) -> None:
     import ray
     from ray import tune
 
+    if tune.get_checkpoint() is not None:
+        # Only the final report carries a checkpoint, so this trial had finished when Ctrl+C stopped
+        # the sweep, before Tune marked it done. Returning ends it with that final result again.
+        return
     started = time.perf_counter()
     result = run(experiment_config(params), data, reporter=TuneReporter())
     last = result.history.epochs[-1]
