@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import CheckpointError, TrainingDiverged
 from .nn import Network, SoftmaxCrossEntropy
+from .nn.network import PREDICT_BATCH
 from .optim import make_optimizer, make_schedule
 
 
@@ -87,7 +88,7 @@ class Reporter:
         """An epoch is done; ``record`` holds its losses, accuracies and time."""
 
 
-def accuracy_of(network: Network, x: np.ndarray, labels: np.ndarray, batch_size: int = 5000) -> float:
+def accuracy_of(network: Network, x: np.ndarray, labels: np.ndarray, batch_size: int = PREDICT_BATCH) -> float:
     """Fraction of correctly classified examples, for already-prepared inputs ``x``."""
     correct = 0
     for i in range(0, len(x), batch_size):

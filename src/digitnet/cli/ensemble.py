@@ -76,10 +76,7 @@ def ensemble(
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr}
     recipe_settings = {key: value for key, value in overrides.items() if value is not None}
     if recipe is not None:
-        configs = [
-            ExperimentConfig(dataset=dataset, threads=threads, recipe=recipe_settings, **member)
-            for member in ENSEMBLES[recipe]
-        ]
+        configs = recipe_members(recipe, dataset=dataset, threads=threads, overrides=recipe_settings)
     else:
         from ..cluster.ensemble import member_configs
 
@@ -119,3 +116,14 @@ def _train(configs, data, address):
         status_console.print(f"Training {len(configs)} members on Ray: {cores} cores, up to {at_once} at a time.")
         trained, _ = train_ensemble(configs, data, on_member=report)
     return trained
+
+
+def recipe_members(recipe: str, *, dataset: str, threads: int, overrides: dict) -> list[ExperimentConfig]:
+    """The members of the named ensemble ``recipe``; ``overrides`` (recipe settings given as
+    options) win over a member's own."""
+    return [
+        ExperimentConfig(
+            dataset=dataset, threads=threads, **{**member, "recipe": {**member.get("recipe", {}), **overrides}}
+        )
+        for member in ENSEMBLES[recipe]
+    ]

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import ModelFileError
 from ..schema import first_problem
 from .modelfile import _ZIP_ERRORS, network_bytes, read_network
-from .network import Network
+from .network import PREDICT_BATCH, Network
 
 ENSEMBLE_FORMAT = "digitnet-ensemble"
 ENSEMBLE_VERSION = 1
@@ -55,11 +55,11 @@ class Model(Protocol):
     class_names: list[str]
     metadata: dict[str, Any]
 
-    def predict_proba(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
+    def predict_proba(self, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """Class probabilities ``(N, K)`` for images with values in [0, 1] (or uint8)."""
         ...
 
-    def predict(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
+    def predict(self, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """The most probable class index for each image."""
         ...
 
@@ -108,11 +108,11 @@ class Ensemble:
         self.metadata = dict(metadata or {})
         self.metadata.setdefault("dataset", first.metadata.get("dataset"))
 
-    def predict_proba(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
+    def predict_proba(self, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """The members' class probabilities ``(N, K)``, averaged."""
         return np.mean([member.predict_proba(images, batch_size) for member in self.members], axis=0)
 
-    def predict(self, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
+    def predict(self, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """The class with the highest averaged probability, per image."""
         return self.predict_proba(images, batch_size).argmax(axis=1)
 
