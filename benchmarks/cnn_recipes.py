@@ -6,8 +6,8 @@ Each trial trains a variant of :func:`digitnet.nn.architectures.build_cnn` throu
 half-epoch warm-up, one BLAS thread) and prints its validation accuracy after every epoch, its
 training seconds and, for the record, its test accuracy. The recipe was chosen on validation::
 
-    python benchmarks/cnn_recipes.py                    # every trial of BENCHMARKS.md (about 25 min)
-    python benchmarks/cnn_recipes.py --trials 20/40-bn-4ep-6e-3 --seed 1
+    python benchmarks/cnn_recipes.py                    # every trial of BENCHMARKS.md (about 30 min)
+    python benchmarks/cnn_recipes.py --trials 20/40-bn-3ep-1.2e-2 --seed 1
 
 Prints a Markdown table; ``--out`` writes the rows as JSON.
 """

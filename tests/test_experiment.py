@@ -109,10 +109,11 @@ def test_metadata_records_everything_needed_to_repeat_the_run(digits):
 
 
 def test_recipe_overrides_replace_only_what_they_name():
-    config = small(model="cnn", recipe={"epochs": 3, "weight_decay": 1e-4})
+    config = small(model="cnn", recipe={"epochs": 5, "weight_decay": 1e-4})
     recipe = config.train_config()
     base = default_config("cnn", "light")
-    assert (recipe.epochs, recipe.weight_decay) == (3, 1e-4)
+    assert base.epochs != 5  # else the override below could be ignored unnoticed
+    assert (recipe.epochs, recipe.weight_decay) == (5, 1e-4)
     assert (recipe.lr, recipe.batch_size, recipe.optimizer) == (base.lr, base.batch_size, base.optimizer)
 
 

@@ -88,11 +88,16 @@ def resolve_recipe(model: str = "mlp", augment: str | None = None, **overrides: 
 
 
 def _twelve(model: str, light_recipe: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The README's twelve members: medium-distortion seeds 0-6, light seeds 0-3, plain seed 0."""
-    light = {"recipe": light_recipe} if light_recipe else {}
+    """The README's twelve members: medium-distortion seeds 0-6, light seeds 0-3, plain seed 0;
+    ``light_recipe`` (recipe settings) pins the light members' training."""
+
+    def light(seed: int) -> dict[str, Any]:
+        member = {"model": model, "augment": "light", "seed": seed}
+        return member | ({"recipe": dict(light_recipe)} if light_recipe else {})
+
     return [
         *({"model": model, "augment": "medium", "seed": seed} for seed in range(7)),
-        *({"model": model, "augment": "light", "seed": seed, **light} for seed in range(4)),
+        *(light(seed) for seed in range(4)),
         {"model": model, "augment": "none", "seed": 0},
     ]
 

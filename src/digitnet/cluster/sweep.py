@@ -56,7 +56,10 @@ def experiment_config(params: dict[str, Any]) -> ExperimentConfig:
 
 
 class TuneReporter(Reporter):
-    """Forwards each epoch's validation accuracy (and loss) to Tune, which may stop the trial."""
+    """Forwards each epoch's validation accuracy (and loss) to Tune, which may stop the trial.
+
+    It never attaches a checkpoint: :func:`trial` takes a restored checkpoint to mean "finished".
+    """
 
     def epoch_done(self, record: EpochRecord, epochs: int) -> None:
         from ray import tune
@@ -78,8 +81,10 @@ def trial(params: dict[str, Any], data: Dataset) -> None:
     from ray import tune
 
     if tune.get_checkpoint() is not None:
-        # Only the final report carries a checkpoint, so this trial had finished when Ctrl+C stopped
-        # the sweep, before Tune marked it done. Returning ends it with that final result again.
+        # Only the final report carries a checkpoint (TuneReporter never attaches one), so this trial
+        # had finished when Ctrl+C stopped the sweep, before Tune marked it done. Returning ends it
+        # with that final result again. (Ctrl+C between Tune logging that result and saving its
+        # checkpoint still means one more training: time lost, nothing wrong kept.)
         return
     started = time.perf_counter()
     result = run(experiment_config(params), data, reporter=TuneReporter())

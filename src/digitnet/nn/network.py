@@ -16,9 +16,10 @@ from .conv import fuse_for_training
 from .layers import Dense, Flatten, Layer, ReLU
 from .losses import softmax
 
-#: Images per forward pass when predicting or scoring many. Why not more: a CNN's im2col matrices
-#: grow with the batch (5,000 images of the default CNN make a 230 MB first feature map), and
-#: scoring 5,000 images at once took twice as long as in batches of 500; the MLP does not care.
+#: Images per forward pass when predicting or scoring many. Why not more: a CNN's feature maps grow
+#: with the batch (5,000 images of the default CNN make a 230 MB first one; im2col is chunked
+#: apart, see Conv2D.inference_chunk_values), and scoring 5,000 images at once took twice as long
+#: as in batches of 500; the MLP does not care.
 PREDICT_BATCH = 500
 
 
