@@ -26,6 +26,7 @@ import platform
 import time
 from collections import defaultdict
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from digitnet.augment import STRENGTHS, Augmenter, Strength
 from digitnet.nn import SoftmaxCrossEntropy, build_mlp
 from digitnet.nn.architectures import build_network
 from digitnet.optim import Adam
+from digitnet.parallel import DataParallel
 from digitnet.train import pixel_statistics
 
 EPOCH_IMAGES = 55_000
@@ -57,53 +59,79 @@ def load_images(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         return rng.standard_normal((count, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, count)
 
 
-def numpy_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int, model: str = "cnn"):
+def numpy_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int, model: str = "cnn", workers: int = 1):
     """Generator: one NumPy CNN training step per ``next``; finally returns the timings.
 
-    Records the wall-clock and CPU seconds of each step and the forward and backward time per layer.
+    Records the wall-clock and CPU seconds of each step. With one worker it also records the
+    forward and backward time per layer; with more, each step runs as ``digitnet train`` runs it
+    then (:class:`digitnet.parallel.DataParallel`: each thread a share of the batch, one BLAS
+    thread each) and only the whole forward-and-backward is timed.
     """
     rng = np.random.default_rng(0)
     network = build_network(model, input_shape=(1, 28, 28), num_classes=10, rng=rng)
-    loss = SoftmaxCrossEntropy()
     optimizer = Adam([(p, g) for _, p, g in network.parameters()], lr=1e-3)  # as digitnet.train does
+    if workers > 1:
+        parallel = DataParallel(network, workers)
+        parallel.new_epoch(rng)
+
+        def forward_backward(xb, yb) -> dict[str, float]:
+            return {"forward and backward, shared": _timed(parallel.forward_backward, xb, yb)}
+
+    else:
+        forward_backward = partial(_forward_backward_per_layer, network, SoftmaxCrossEntropy())
     per_layer: dict[str, float] = defaultdict(float)
-    steps = network.training_steps()  # the layers as training runs them (the first stage fused)
-    names = [f"{i}:{type(layer).__name__}" for i, layer in enumerate(steps)]
     step_seconds, step_cpu_seconds = [], []
     for step in range(warmup + batches):
         index = rng.integers(0, len(x), batch_size)
         xb, yb = x[index], labels[index]
-        timings = {}
-        started, cpu_started = time.perf_counter(), time.process_time()
-        h = xb
-        for name, layer in zip(names, steps):
+        with threadpool_limits(1 if workers > 1 else None, user_api="blas"):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            timings = forward_backward(xb, yb)
             t = time.perf_counter()
-            h = layer.forward(h, training=True)
-            timings[f"forward {name}"] = time.perf_counter() - t
-        t = time.perf_counter()
-        loss.forward(h, yb)
-        grad = loss.backward()
-        timings["loss"] = time.perf_counter() - t
-        for name, layer in zip(reversed(names), reversed(steps)):
-            t = time.perf_counter()
-            grad = layer.backward(grad)
-            timings[f"backward {name}"] = time.perf_counter() - t
-            if grad is None:
-                break
-        t = time.perf_counter()
-        optimizer.step()
-        timings["adam step"] = time.perf_counter() - t
-        if step >= warmup:
-            step_seconds.append(time.perf_counter() - started)
-            step_cpu_seconds.append(time.process_time() - cpu_started)
-            for key, value in timings.items():
-                per_layer[key] += value / batches
+            optimizer.step()
+            timings["adam step"] = time.perf_counter() - t
+            if step >= warmup:
+                step_seconds.append(time.perf_counter() - started)
+                step_cpu_seconds.append(time.process_time() - cpu_started)
+                for key, value in timings.items():
+                    per_layer[key] += value / batches
         yield
+    if workers > 1:
+        parallel.close()
     return {
         "seconds_per_batch": float(np.median(step_seconds)),
         "cpu_seconds_per_batch": float(np.median(step_cpu_seconds)),
         "per_layer_seconds_per_batch": dict(per_layer),
     }
+
+
+def _timed(function, *args) -> float:
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
+
+
+def _forward_backward_per_layer(network, loss, xb, yb) -> dict[str, float]:
+    """One forward and backward pass on the calling thread, timed layer by layer."""
+    steps = network.training_steps()  # the layers as training runs them (the first stage fused)
+    names = [f"{i}:{type(layer).__name__}" for i, layer in enumerate(steps)]
+    timings = {}
+    h = xb
+    for name, layer in zip(names, steps):
+        t = time.perf_counter()
+        h = layer.forward(h, training=True)
+        timings[f"forward {name}"] = time.perf_counter() - t
+    t = time.perf_counter()
+    loss.forward(h, yb)
+    grad = loss.backward()
+    timings["loss"] = time.perf_counter() - t
+    for name, layer in zip(reversed(names), reversed(steps)):
+        t = time.perf_counter()
+        grad = layer.backward(grad)
+        timings[f"backward {name}"] = time.perf_counter() - t
+        if grad is None:
+            break
+    return timings
 
 
 def torch_cnn(model: str = "cnn"):
@@ -223,7 +251,7 @@ def main() -> None:
     except ImportError:
         have_torch = False
     with threadpool_limits(args.threads):
-        steppers = [numpy_cnn_steps(x, labels, args.batch_size, args.batches, args.warmup, args.model)]
+        steppers = [numpy_cnn_steps(x, labels, args.batch_size, args.batches, args.warmup, args.model, args.threads)]
         if have_torch:
             steppers.append(
                 torch_cnn_steps(x, labels, args.batch_size, args.batches, args.warmup, args.threads, args.model)

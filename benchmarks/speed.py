@@ -9,9 +9,11 @@ Three parts, each one command (run from the repository root; ``--quick`` gives a
 
 ``cnn-epoch``
     digitnet's CNN (``digitnet train --model cnn``'s network) and PyTorch's same network train on
-    the same batches, with the same batch size and threads. Each round times a few steps of one,
-    then of the other (in alternating order), and the figures are medians over rounds, so that a
-    shared machine's load hits both alike. The same process measures the float32 GEMM peak (a
+    the same batches, with the same batch size and threads: digitnet's threads each take a share
+    of every batch, as ``digitnet train`` runs a CNN, and a third row gives them to BLAS instead
+    (digitnet before issue 12's shares). Each round times a few steps of each system in turn
+    (the order rotates), and the figures are medians over rounds, so that a shared machine's load
+    hits all alike. The same process measures the float32 GEMM peak (a
     2048-square product) and reports the fraction of it each framework's epoch reaches, counting the
     multiply-adds of the convolutions and dense layers (forward, weight and input gradients).
 ``cnn-accuracy``
@@ -51,6 +53,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from cnn_vs_torch import load_images, numpy_cnn_steps, torch_cnn, torch_cnn_steps  # noqa: E402
 
 EPOCH_IMAGES = 55_000
+#: cnn-epoch's name for digitnet with its threads inside each matrix product (BLAS), as before issue 12's shares.
+BLAS_THREADS = "digitnet, BLAS threads"
 
 
 def usable_cores() -> int:
@@ -153,12 +157,13 @@ def cnn_epoch(args) -> dict[str, Any]:
     total = args.rounds * steps
     with threadpool_limits(args.threads):
         peak = gemm_peak(args.threads)
-        ours = numpy_cnn_steps(x, labels, args.batch_size, total, warmup=3)
-        theirs = torch_cnn_steps(x, labels, args.batch_size, total, warmup=3, threads=args.threads)
+        pending = {"digitnet": numpy_cnn_steps(x, labels, args.batch_size, total, warmup=3, workers=args.threads)}
+        if args.threads > 1:  # the way digitnet used its threads before: inside each product
+            pending[BLAS_THREADS] = numpy_cnn_steps(x, labels, args.batch_size, total, warmup=3)
+        pending["torch"] = torch_cnn_steps(x, labels, args.batch_size, total, warmup=3, threads=args.threads)
         results: dict[str, Any] = {}
-        pending = {"digitnet": ours, "torch": theirs}
         for round_ in range(args.rounds):  # round 0 also runs the warm-up steps
-            order = list(pending) if round_ % 2 == 0 else list(reversed(pending))
+            order = list(pending)[round_ % len(pending) :] + list(pending)[: round_ % len(pending)]
             for name in order:
                 for _ in range(steps + (3 if round_ == 0 else 0)):
                     try:
@@ -194,7 +199,9 @@ def cnn_epoch(args) -> dict[str, Any]:
         "gemm_peak_gflops_start_end": [peak, peak_end],
         "epoch_flops": flops,
         "summary": summary,
-        "per_layer_seconds_per_batch": results["digitnet"]["per_layer_seconds_per_batch"],
+        "per_layer_seconds_per_batch": results[BLAS_THREADS if args.threads > 1 else "digitnet"][
+            "per_layer_seconds_per_batch"
+        ],
         "gemm_ceiling": {**ceiling, "epoch_seconds": ceiling["step_seconds"] * batches},
     }
 
@@ -207,8 +214,7 @@ def print_cnn_epoch(result: dict[str, Any]) -> None:
     )
     print("| framework | s / epoch | ratio | CPU s / epoch | ratio | GFLOP/s | of GEMM peak |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name in ("digitnet", "torch"):
-        row = s[name]
+    for name, row in s.items():
         print(
             f"| {name} | {row['epoch_seconds']:.1f} | {row['epoch_seconds'] / s['torch']['epoch_seconds']:.2f}x | "
             f"{row['epoch_cpu_seconds']:.1f} | {row['epoch_cpu_seconds'] / s['torch']['epoch_cpu_seconds']:.2f}x | "

@@ -66,8 +66,10 @@ def records(history) -> list[tuple]:
         config(optimizer="nesterov", lr=0.05, schedule="step", weight_decay=1e-4),
         # dropout, distortions and early stopping draw from the generator or keep bookkeeping
         ExperimentConfig(**{**config("cnn", patience=3).__dict__, "augment": "light"}),
+        # two threads share every batch, each replica with its own dropout generator
+        ExperimentConfig(**{**config("cnn").__dict__, "augment": "light", "threads": 2}),
     ],
-    ids=["mlp-adam-cosine", "mlp-nesterov-step-decay", "cnn-dropout-augment-patience"],
+    ids=["mlp-adam-cosine", "mlp-nesterov-step-decay", "cnn-dropout-augment-patience", "cnn-two-shares"],
 )
 def test_four_epochs_straight_equal_two_epochs_then_a_resume_of_two_bit_for_bit(experiment, digits, tmp_path):
     straight = run(experiment, digits)

@@ -12,7 +12,7 @@ tests) calls :func:`run`, so a run is set up in exactly one place::
 The order of random draws is part of the contract: one generator, seeded with ``config.seed``,
 first splits off the validation images, then initialises the weights, then shuffles and distorts
 the batches. The same configuration therefore gives the same network, bit for bit, whoever runs it
-with the same number of BLAS threads (one and two threads round some products differently;
+with the same number of threads (one and two threads round some products differently;
 ``threads="auto"`` records the number it chose in the model file's ``training.threads``).
 """
 
@@ -33,7 +33,7 @@ from .metrics import accuracy
 from .nn import Network
 from .nn.architectures import ARCHITECTURES, build_network
 from .recipes import resolve_recipe
-from .threads import choose_threads, cpu_count, parse_threads
+from .threads import choose_threads, cpu_count, parse_threads, splits_batches
 from .train import History, Reporter, TrainConfig, TrainState, pixel_statistics, split_validation, train
 
 
@@ -60,8 +60,10 @@ class ExperimentConfig:
     dtype : str
         ``float32`` (fast) or ``float64`` (for gradient checks).
     threads : int, "auto" or None
-        BLAS threads. ``"auto"`` (or ``None``) measures at the start whether more than one thread
-        pays for this network (:mod:`digitnet.threads`); an integer fixes the number.
+        Threads training uses. ``"auto"`` (or ``None``) measures at the start whether more than one
+        thread pays for this network (:mod:`digitnet.threads`); an integer fixes the number. A
+        network with convolutions trains each share of every batch on its own thread with one BLAS
+        thread (:mod:`digitnet.parallel`); an MLP gives its threads to BLAS.
     recipe : dict
         Overrides of the model's recipe, by :class:`~digitnet.train.TrainConfig` field name.
     """
@@ -125,7 +127,7 @@ class ExperimentResult:
     data: Dataset
     state: TrainState | None = field(default=None, repr=False)
     _test_accuracy: float | None = field(default=None, repr=False)
-    #: The BLAS threads training ran with (``auto`` resolved).
+    #: The threads training ran with (``auto`` resolved).
     threads_used: int | None = None
 
     def test_accuracy(self) -> float:
@@ -206,7 +208,8 @@ def run(
         full_ink=(1 - network.mean) / network.std,
     )
     threads = choose_threads(parse_threads(config.threads), network, train_config.batch_size, network.dtype)
-    with threadpool_limits(limits=threads):
+    workers = threads if splits_batches(network) else 1  # threads that share each batch
+    with threadpool_limits(limits=threads // workers):
         history = train(
             network,
             split.x_train,
@@ -219,6 +222,7 @@ def run(
             augment=augmenter,
             start=start,
             on_epoch_end=epoch_done,
+            workers=workers,
         )
     network.metadata.update(
         {

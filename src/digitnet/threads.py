@@ -131,6 +131,16 @@ def _own_runnable_threads() -> int:
     return max(1, count)  # at least the thread reading
 
 
+def splits_batches(network: Network) -> bool:
+    """Whether training should use its threads on shares of each batch (:mod:`digitnet.parallel`,
+    one BLAS thread each) rather than inside each matrix product: yes for networks with a
+    convolution. Why: their passes between the products (im2col, pooling, normalisation) are
+    about half a step and run on one core; on the default CNN, two shares made a step 0.90x as
+    long as two BLAS threads did. The MLP's products are small, and there two shares took twice
+    as long as two BLAS threads (BENCHMARKS.md, issue 12)."""
+    return any(isinstance(layer, Conv2D) for layer in network.layers)
+
+
 def choose_threads(requested: int | None, network: Network, batch_size: int, dtype=np.float32) -> int:
     """The BLAS threads a run uses: ``requested`` if given, else what :func:`probe_threads` finds
     on the cores no other process keeps busy (:func:`busy_elsewhere`)."""

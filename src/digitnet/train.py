@@ -20,6 +20,7 @@ from .errors import CheckpointError, TrainingDiverged
 from .nn import Network, SoftmaxCrossEntropy
 from .nn.network import PREDICT_BATCH
 from .optim import make_optimizer, make_schedule
+from .parallel import DataParallel
 
 
 @dataclass
@@ -189,6 +190,7 @@ def train(
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     start: TrainState | None = None,
     on_epoch_end: Callable[[TrainState], None] | None = None,
+    workers: int = 1,
 ) -> History:
     """Train ``network`` in place with mini-batch gradient descent.
 
@@ -212,6 +214,9 @@ def train(
         up to epoch ``config.epochs``, instead of starting afresh.
     on_epoch_end : callable, optional
         Called with the new :class:`TrainState` after every epoch (to write checkpoints).
+    workers : int, optional
+        Threads that share each batch (:mod:`digitnet.parallel`; run them with one BLAS thread
+        each). 1, the default, runs every step on the calling thread.
 
     Returns
     -------
@@ -230,7 +235,30 @@ def train(
     """
     reporter = reporter or Reporter()
     batches_per_epoch = math.ceil(len(x_train) / config.batch_size)
-    step = _Step(network, config, batches_per_epoch)
+    step = _Step(network, config, batches_per_epoch, workers)
+    try:
+        return _train(
+            network, x_train, y_train, config, rng, step, x_val, y_val, reporter, augment, start, on_epoch_end
+        )
+    finally:
+        step.close()
+
+
+def _train(
+    network: Network,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    step: _Step,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    reporter: Reporter,
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None,
+    start: TrainState | None,
+    on_epoch_end: Callable[[TrainState], None] | None,
+) -> History:
+    """:func:`train`'s loop, with the step built."""
     history = History()
     stopper = _EarlyStopping(config.patience)
     if start is not None:
@@ -244,7 +272,7 @@ def train(
         epoch += 1
         try:
             record = _epoch(epoch, network, x_train, y_train, config, rng, step, batch_buffer, reporter, augment, state)
-            record.val_accuracy = _validate(network, x_val, y_val)
+            record.val_accuracy = _validate(network, x_val, y_val, step.parallel)
             history.epochs.append(record)
             reporter.epoch_done(record, config.epochs)
             if stopper.should_stop(record, network_copy(network), history):
@@ -276,6 +304,7 @@ def _epoch(
     batches_per_epoch = math.ceil(n / config.batch_size)
     reporter.epoch_started(epoch, config.epochs, batches_per_epoch)
     order = rng.permutation(n)
+    step.new_epoch(rng)
     started = time.perf_counter()
     loss_sum, correct = 0.0, 0
     for batch in range(batches_per_epoch):
@@ -300,10 +329,15 @@ def _epoch(
     return EpochRecord(epoch, seconds, loss_sum / n, correct / n, None, step.optimizer.lr)
 
 
-def _validate(network: Network, x_val: np.ndarray | None, y_val: np.ndarray | None) -> float | None:
+def _validate(
+    network: Network, x_val: np.ndarray | None, y_val: np.ndarray | None, parallel: DataParallel | None
+) -> float | None:
     if x_val is None or y_val is None or len(x_val) == 0:
         return None
-    return accuracy_of(network, x_val, y_val)
+    if parallel is None:
+        return accuracy_of(network, x_val, y_val)
+    correct = parallel.map_shares(lambda a, b: accuracy_of(network, x_val[a:b], y_val[a:b]) * (b - a), len(x_val))
+    return sum(correct) / len(x_val)
 
 
 def _capture(
@@ -370,9 +404,10 @@ def network_copy(network: Network) -> dict[str, np.ndarray]:
 class _Step:
     """One optimisation step on a batch: forward, loss, backward, update at the scheduled rate."""
 
-    def __init__(self, network: Network, config: TrainConfig, batches_per_epoch: int) -> None:
+    def __init__(self, network: Network, config: TrainConfig, batches_per_epoch: int, workers: int = 1) -> None:
         self.network = network
         self.loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
+        self.parallel = DataParallel(network, workers, config.label_smoothing) if workers > 1 else None
         pairs = [(value, grad) for _, value, grad in network.parameters()]
         self.optimizer = make_optimizer(
             config.optimizer, pairs, config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -390,17 +425,34 @@ class _Step:
         """The batch's mean loss and number of correct answers (before the update); no update
         when the loss is not finite."""
         self.optimizer.lr = self.schedule(self.count)
+        if self.parallel is not None:
+            loss, correct = self.parallel.forward_backward(x, labels)
+        else:
+            loss, correct = self._forward_backward(x, labels)
+        if not math.isfinite(loss):
+            return loss, 0
+        self.optimizer.step()
+        self.count += 1
+        return loss, correct
+
+    def _forward_backward(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
         # A diverging run overflows to inf/NaN; the caller turns that into a clear error, so NumPy's
         # overflow warnings would only add noise.
         with np.errstate(over="ignore", invalid="ignore"):
             logits = self.network.forward(x, training=True)
             loss = self.loss_fn.forward(logits, labels)
-        if not math.isfinite(loss):
-            return loss, 0
-        self.network.backward(self.loss_fn.backward())
-        self.optimizer.step()
-        self.count += 1
+        if math.isfinite(loss):
+            self.network.backward(self.loss_fn.backward())
         return loss, int(np.count_nonzero(logits.argmax(axis=1) == labels))
+
+    def new_epoch(self, rng: np.random.Generator) -> None:
+        """Before an epoch's first batch: the data-parallel replicas' dropout is seeded from ``rng``."""
+        if self.parallel is not None:
+            self.parallel.new_epoch(rng)
+
+    def close(self) -> None:
+        if self.parallel is not None:
+            self.parallel.close()
 
 
 class _EarlyStopping:

@@ -17,6 +17,7 @@ from ..experiment import ExperimentConfig, ExperimentResult, run
 from ..nn.architectures import ARCHITECTURES
 from ..optim import OPTIMIZERS, SCHEDULES
 from ..recipes import PRESETS, default_config
+from ..threads import splits_batches
 from ..train import EpochRecord, Reporter, TrainingInterrupted, TrainState
 from .common import (
     DEFAULT_MODEL,
@@ -175,8 +176,9 @@ def recipe_help(field: str) -> str:
     type=ThreadCount(),
     default="auto",
     show_default=True,
-    help="BLAS threads: a number, or auto to measure at the start whether more than one pays for "
-    "this network (one thread for small ones, which also survives a busy machine).",
+    help="Threads: a number, or auto to measure at the start whether more than one pays for "
+    "this network (one thread for small ones, which also survives a busy machine). A CNN's "
+    "threads each train on a share of every batch; an MLP's split its matrix products.",
 )
 @click.option(
     "--out",
@@ -399,6 +401,14 @@ def _refuse_chance_level(result: ExperimentResult, test_accuracy: float, out: Pa
     )
 
 
+def describe_threads(result: ExperimentResult) -> str:
+    """How the run used its threads: "1 BLAS thread", or "2 threads, each on a share of every batch"."""
+    count = result.threads_used or 1
+    if count > 1 and splits_batches(result.network):
+        return f"{count} threads, each on a share of every batch"
+    return f"{count} BLAS thread{'' if count == 1 else 's'}"
+
+
 def _report(result: ExperimentResult, test_accuracy: float, out: Path, as_json: bool) -> None:
     history = result.history
     if as_json:
@@ -421,6 +431,5 @@ def _report(result: ExperimentResult, test_accuracy: float, out: Path, as_json: 
     else:
         status_console.print(
             f"Test accuracy [bold]{test_accuracy:.2%}[/bold] after "
-            f"{history.train_seconds:.1f} s of training ({result.threads_used} BLAS "
-            f"thread{'' if result.threads_used == 1 else 's'}). Saved the model to {out}."
+            f"{history.train_seconds:.1f} s of training ({describe_threads(result)}). Saved the model to {out}."
         )

@@ -98,6 +98,12 @@ class Conv2D(Layer):
         self.cols: np.ndarray | None = None
         self._buffers: dict[str, np.ndarray] = {}  # training work arrays, reused batch to batch
 
+    def replica(self) -> Conv2D:
+        twin = super().replica()
+        assert isinstance(twin, Conv2D)
+        twin._buffers, twin.cols = {}, None  # work arrays of its own: the twin's thread writes them
+        return twin
+
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         _, height, width = input_shape
         kh, kw = self.kernel_size

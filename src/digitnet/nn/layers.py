@@ -17,6 +17,7 @@ Arrays are batch-first: ``(N, features)`` for dense layers, ``(N, C, H, W)`` for
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,15 @@ class Layer:
         if value is None:
             raise RuntimeError(f"{type(self).__name__}.backward needs forward(x, training=True) first")
         return value
+
+    def replica(self) -> Layer:
+        """A twin for another thread's share of a training batch (:mod:`digitnet.parallel`): the
+        same parameter arrays, which both only read while a step runs, and its own gradients,
+        buffers and training-time state."""
+        twin = copy.copy(self)
+        twin.grads = {name: np.zeros_like(grad) for name, grad in self.grads.items()}
+        twin.buffers = {name: value.copy() for name, value in self.buffers.items()}
+        return twin
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         """Given dLoss/dOutput of the last training forward pass, fill ``grads`` (dLoss/dParameter)

@@ -76,6 +76,18 @@ class Network:
             self._training_steps = (list(self.layers), fuse_for_training(self.layers))
         return self._training_steps[1]
 
+    def replica(self) -> Network:
+        """A network for another thread's share of a training batch: the same parameter arrays
+        (updated once, for both), its own gradients, buffers and work arrays
+        (:class:`digitnet.parallel.DataParallel` runs them)."""
+        return Network(
+            [layer.replica() for layer in self.layers],
+            self.input_shape,
+            mean=self.mean,
+            std=self.std,
+            class_names=self.class_names,
+        )
+
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(name, parameter, gradient)`` for every trainable array, in a fixed order."""
         return [

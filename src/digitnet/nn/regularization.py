@@ -49,6 +49,14 @@ class Dropout(Layer):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         return grad_out * self.saved(self.scaled_mask)
 
+    def replica(self) -> Dropout:
+        twin = super().replica()
+        assert isinstance(twin, Dropout)
+        # A generator is not safe to share between threads; the caller seeds this one from the
+        # run's generator (digitnet.parallel does so every epoch).
+        twin.rng = np.random.default_rng(0)
+        return twin
+
     def summary(self) -> str:
         return f"dropout{self.config()['rate']:g}"
 

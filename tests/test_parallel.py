@@ -1,0 +1,140 @@
+"""Data-parallel steps: threads that share a batch give the whole batch's gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import every_layer_cnn
+from digitnet.data import load_dataset
+from digitnet.experiment import ExperimentConfig, run
+from digitnet.nn import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, Network, ReLU, SoftmaxCrossEntropy
+from digitnet.nn.regularization import Dropout
+from digitnet.parallel import DataParallel
+from digitnet.threads import splits_batches
+from digitnet.train import TrainConfig, train
+
+
+def per_example_cnn(rng: np.random.Generator) -> Network:
+    """A CNN whose layers treat every example on its own (no batch normalisation, no dropout)."""
+    layers = [
+        Conv2D(1, 3, 3, "same", rng=rng, dtype=np.float64),
+        ReLU(),
+        Conv2D(3, 4, 3, "valid", rng=rng, dtype=np.float64),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(4 * 3 * 3, 10, rng=rng, dtype=np.float64),
+    ]
+    return Network(layers, (1, 8, 8))
+
+
+def whole_batch(network: Network, x: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    """The loss and gradients of one plain forward and backward pass."""
+    loss_fn = SoftmaxCrossEntropy()
+    loss = loss_fn.forward(network.forward(x, training=True), labels)
+    network.backward(loss_fn.backward())
+    return loss, {name: grad.copy() for name, _, grad in network.parameters()}
+
+
+@pytest.mark.parametrize("n", [16, 7, 1], ids=["even", "odd", "fewer-examples-than-workers"])
+def test_shares_on_two_threads_give_the_whole_batch_loss_and_gradient(rng, n):
+    network = per_example_cnn(rng)
+    x, labels = rng.standard_normal((n, 1, 8, 8)), rng.integers(0, 10, n)
+    loss, gradients = whole_batch(network, x, labels)
+    parallel = DataParallel(network, 2)
+    try:
+        shared_loss, correct = parallel.forward_backward(x, labels)
+    finally:
+        parallel.close()
+    assert shared_loss == pytest.approx(loss, rel=1e-12)
+    assert correct == int((network.forward(x).argmax(axis=1) == labels).sum())
+    for name, _, grad in network.parameters():
+        np.testing.assert_allclose(grad, gradients[name], rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+def test_batch_normalisation_standardises_each_share_and_running_averages_are_averaged(rng):
+    network = every_layer_cnn(rng, dtype=np.float64)
+    network.layers = [layer for layer in network.layers if not isinstance(layer, Dropout)]
+    x, labels = rng.standard_normal((10, 1, 8, 8)), rng.integers(0, 10, 10)
+    halves = [network.replica(), network.replica()]  # each sees one share alone
+    expected = [
+        whole_batch(half, x[i * 5 : (i + 1) * 5], labels[i * 5 : (i + 1) * 5])[1] for i, half in enumerate(halves)
+    ]
+    parallel = DataParallel(network, 2)
+    try:
+        parallel.forward_backward(x, labels)
+    finally:
+        parallel.close()
+    for name, _, grad in network.parameters():
+        np.testing.assert_allclose(grad, (expected[0][name] + expected[1][name]) / 2, rtol=1e-10, err_msg=name)
+    norm = next(layer for layer in network.layers if isinstance(layer, BatchNorm))
+    half_norms = [next(layer for layer in half.layers if isinstance(layer, BatchNorm)) for half in halves]
+    for name, value in norm.buffers.items():
+        np.testing.assert_allclose(value, (half_norms[0].buffers[name] + half_norms[1].buffers[name]) / 2)
+        np.testing.assert_array_equal(parallel.replicas[1].layers[1].buffers[name], value)
+
+
+def test_replicas_read_the_networks_parameters_and_keep_their_own_gradients(rng):
+    network = every_layer_cnn(rng)
+    twin = network.replica()
+    for (name, value, grad), (_, twin_value, twin_grad) in zip(network.parameters(), twin.parameters()):
+        assert twin_value is value, name  # one update serves both
+        assert twin_grad is not grad, name
+    for layer, twin_layer in zip(network.layers, twin.layers):
+        for name, buffer in layer.buffers.items():
+            assert twin_layer.buffers[name] is not buffer
+        if isinstance(layer, Dropout):
+            assert twin_layer.rng is not layer.rng  # a generator must not be shared by two threads
+
+
+def test_each_epoch_seeds_the_extra_replicas_dropout_from_the_run_generator(rng):
+    network = every_layer_cnn(rng)
+    parallel = DataParallel(network, 3)
+    try:
+        parallel.new_epoch(np.random.default_rng(5))
+        first = [replica.layers[-2].rng.random() for replica in parallel.replicas[1:]]
+        parallel.new_epoch(np.random.default_rng(5))
+        again = [replica.layers[-2].rng.random() for replica in parallel.replicas[1:]]
+    finally:
+        parallel.close()
+    assert first == again and first[0] != first[1]
+
+
+def test_a_non_finite_loss_in_any_share_is_reported_for_the_batch(rng):
+    network = per_example_cnn(rng)
+    x, labels = rng.standard_normal((8, 1, 8, 8)), rng.integers(0, 10, 8)
+    x[6] = np.inf  # in the second share
+    parallel = DataParallel(network, 2)
+    try:
+        loss, _ = parallel.forward_backward(x, labels)
+    finally:
+        parallel.close()
+    assert not np.isfinite(loss)
+
+
+def test_a_two_worker_training_run_repeats_bit_for_bit_and_learns():
+    digits = load_dataset("digits")
+    x = ((digits.train_images.reshape(-1, 1, 8, 8) / 255 - 0.3) / 0.4).astype(np.float32)
+
+    def trained() -> Network:
+        run_rng = np.random.default_rng(1)
+        network = every_layer_cnn(run_rng, channels=8, hidden=32)
+        config = TrainConfig(epochs=4, batch_size=32, optimizer="adam", lr=1e-2)
+        train(network, x, digits.train_labels, config, run_rng, workers=2)
+        return network
+
+    first, second = trained(), trained()
+    for name, value in first.state().items():
+        assert value.tobytes() == second.state()[name].tobytes(), name
+    assert (first.predict(x) == digits.train_labels).mean() > 0.9
+
+
+def test_only_networks_with_convolutions_split_their_batches_between_threads(rng):
+    assert splits_batches(every_layer_cnn(rng))
+    assert not splits_batches(Network([Flatten(), Dense(64, 10, rng=rng)], (1, 8, 8)))
+
+
+def test_a_cnn_experiment_on_two_threads_trains_on_shares_and_records_the_threads():
+    result = run(ExperimentConfig(dataset="digits", model="cnn", val_size=200, threads=2, recipe={"epochs": 1}))
+    assert result.threads_used == 2 and result.network.metadata["training"]["threads"] == 2
+    assert result.history.epochs[0].val_accuracy > 0.5
