@@ -100,6 +100,10 @@ class BatchNorm(Layer):
         self.buffers = {"running_mean": np.zeros(channels, dtype=dtype), "running_var": np.ones(channels, dtype=dtype)}
         self.x_hat: np.ndarray | None = None
         self.inv_std: np.ndarray | None = None
+        self.count = 0  # values per channel in the batch of the last training forward pass
+        #: Set by :mod:`digitnet.parallel` while threads share each batch: sums a per-channel array
+        #: over all the shares, so that the statistics are the whole batch's.
+        self.share_sums: Callable[[np.ndarray], np.ndarray] | None = None
 
     @staticmethod
     def _channel_rows(x: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
@@ -125,13 +129,17 @@ class BatchNorm(Layer):
         if not training:
             scale = gamma / np.sqrt(self.buffers["running_var"][:, None] + self.eps)
             return back((rows - self.buffers["running_mean"][:, None]) * scale + beta)
-        count = rows.shape[1]
-        mean = rows.mean(axis=1)
+        if self.share_sums is None:
+            count, mean = rows.shape[1], rows.mean(axis=1)
+        else:  # the whole batch's mean: every share's sums and counts added
+            totals = self.share_sums(np.append(rows.sum(axis=1, dtype=np.float64), rows.shape[1]))
+            count, mean = int(totals[-1]), (totals[:-1] / totals[-1]).astype(rows.dtype)
         x_hat = rows - mean[:, None]
-        var = np.einsum("ij,ij->i", x_hat, x_hat) / count
+        squares = np.einsum("ij,ij->i", x_hat, x_hat)
+        var = (squares if self.share_sums is None else self.share_sums(squares)) / count
         inv_std = 1 / np.sqrt(var + self.eps)
         x_hat *= inv_std[:, None]
-        self.x_hat, self.inv_std = x_hat, inv_std
+        self.x_hat, self.inv_std, self.count = x_hat, inv_std, count
         self.buffers["running_mean"] *= 1 - self.momentum
         self.buffers["running_mean"] += self.momentum * mean
         self.buffers["running_var"] *= 1 - self.momentum
@@ -143,13 +151,16 @@ class BatchNorm(Layer):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         x_hat, inv_std = self.saved(self.x_hat), self.saved(self.inv_std)
         g, back = self._channel_rows(grad_out)
-        count = g.shape[1]
+        count = self.count
         np.sum(g, axis=1, out=self.grads["beta"])
         np.einsum("ij,ij->i", g, x_hat, out=self.grads["gamma"])
+        sum_g, sum_g_x_hat = self.grads["beta"], self.grads["gamma"]
+        if self.share_sums is not None:  # the means below are the whole batch's
+            sum_g, sum_g_x_hat = np.split(self.share_sums(np.concatenate([sum_g, sum_g_x_hat])), 2)
         # dL/dx = gamma / std * (g - mean(g) - x_hat * mean(g * x_hat)), per channel
-        grad_x = x_hat * (-self.grads["gamma"] / count)[:, None]
+        grad_x = x_hat * (-sum_g_x_hat / count)[:, None]
         grad_x += g
-        grad_x -= (self.grads["beta"] / count)[:, None]
+        grad_x -= (sum_g / count)[:, None]
         grad_x *= (self.params["gamma"] * inv_std)[:, None]
         return back(grad_x)
 
