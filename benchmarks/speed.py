@@ -12,10 +12,11 @@ Three parts, each one command (run from the repository root; ``--quick`` gives a
     the same batches, with the same batch size and threads: digitnet's threads each take a share
     of every batch, as ``digitnet train`` runs a CNN, and a third row gives them to BLAS instead
     (digitnet before issue 12's shares). Each round times a few steps of each system in turn
-    (the order rotates), and the figures are medians over rounds, so that a shared machine's load
-    hits all alike. The same process measures the float32 GEMM peak (a
-    2048-square product) and reports the fraction of it each framework's epoch reaches, counting the
-    multiply-adds of the convolutions and dense layers (forward, weight and input gradients).
+    (the order rotates, after a pause that lets the last system's idle threads stop spinning),
+    and the figures are medians over rounds, so that a shared machine's load hits all alike. The
+    same process measures the float32 GEMM peak (a 2048-square product) and reports the fraction
+    of it each framework's epoch reaches, counting the multiply-adds of the convolutions and dense
+    layers (forward, weight and input gradients).
 ``cnn-accuracy``
     Full training runs, seed by seed, alternating: ``digitnet train --model cnn`` (its recipe,
     through :func:`digitnet.experiment.run`) and PyTorch's same network with its usual MNIST recipe
@@ -53,6 +54,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from cnn_vs_torch import load_images, numpy_cnn_steps, torch_cnn, torch_cnn_steps  # noqa: E402
 
 EPOCH_IMAGES = 55_000
+#: Seconds cnn-epoch waits before each system's turn (see there).
+IDLE_THREADS_PAUSE = 0.5
 #: cnn-epoch's name for digitnet with its threads inside each matrix product (BLAS), as before issue 12's shares.
 BLAS_THREADS = "digitnet, BLAS threads"
 
@@ -165,6 +168,9 @@ def cnn_epoch(args) -> dict[str, Any]:
         for round_ in range(args.rounds):  # round 0 also runs the warm-up steps
             order = list(pending)[round_ % len(pending) :] + list(pending)[: round_ % len(pending)]
             for name in order:
+                # Idle threads of the system before keep spinning for a while (OpenBLAS's for
+                # about 0.1 s after a product) and would take a core from this one's first steps.
+                time.sleep(IDLE_THREADS_PAUSE)
                 for _ in range(steps + (3 if round_ == 0 else 0)):
                     try:
                         next(pending[name])
