@@ -72,7 +72,7 @@ def numpy_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int, model
     optimizer = Adam([(p, g) for _, p, g in network.parameters()], lr=1e-3)  # as digitnet.train does
     if workers > 1:
         parallel = DataParallel(network, workers)
-        parallel.new_epoch(rng)
+        parallel.new_epoch(np.random.default_rng(1))  # not rng: the batches stay those of the others
 
         def forward_backward(xb, yb) -> dict[str, float]:
             return {"forward and backward, shared": _timed(parallel.forward_backward, xb, yb)}
@@ -81,23 +81,25 @@ def numpy_cnn_steps(x, labels, batch_size: int, batches: int, warmup: int, model
         forward_backward = partial(_forward_backward_per_layer, network, SoftmaxCrossEntropy())
     per_layer: dict[str, float] = defaultdict(float)
     step_seconds, step_cpu_seconds = [], []
-    for step in range(warmup + batches):
-        index = rng.integers(0, len(x), batch_size)
-        xb, yb = x[index], labels[index]
-        with threadpool_limits(1 if workers > 1 else None, user_api="blas"):
-            started, cpu_started = time.perf_counter(), time.process_time()
-            timings = forward_backward(xb, yb)
-            t = time.perf_counter()
-            optimizer.step()
-            timings["adam step"] = time.perf_counter() - t
-            if step >= warmup:
-                step_seconds.append(time.perf_counter() - started)
-                step_cpu_seconds.append(time.process_time() - cpu_started)
-                for key, value in timings.items():
-                    per_layer[key] += value / batches
-        yield
-    if workers > 1:
-        parallel.close()
+    try:
+        for step in range(warmup + batches):
+            index = rng.integers(0, len(x), batch_size)
+            xb, yb = x[index], labels[index]
+            with threadpool_limits(1 if workers > 1 else None, user_api="blas"):
+                started, cpu_started = time.perf_counter(), time.process_time()
+                timings = forward_backward(xb, yb)
+                t = time.perf_counter()
+                optimizer.step()
+                timings["adam step"] = time.perf_counter() - t
+                if step >= warmup:
+                    step_seconds.append(time.perf_counter() - started)
+                    step_cpu_seconds.append(time.process_time() - cpu_started)
+                    for key, value in timings.items():
+                        per_layer[key] += value / batches
+            yield
+    finally:
+        if workers > 1:
+            parallel.close()
     return {
         "seconds_per_batch": float(np.median(step_seconds)),
         "cpu_seconds_per_batch": float(np.median(step_cpu_seconds)),

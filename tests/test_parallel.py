@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -84,8 +82,24 @@ def test_a_share_that_fails_stops_the_step_instead_of_leaving_the_others_waiting
     parallel.replicas[1].layers[0].forward = broken
     x, labels = rng.standard_normal((8, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 8)
     try:
-        with pytest.raises(threading.BrokenBarrierError):
-            parallel.forward_backward(x, labels)  # the first share gives up waiting
+        with pytest.raises(MemoryError, match="second share"):  # its error, not the broken barrier
+            parallel.forward_backward(x, labels)
+    finally:
+        parallel.close()
+
+
+def test_a_batch_with_fewer_examples_than_threads_runs_alone_and_the_next_batch_is_shared_again(rng):
+    network = every_layer_cnn(rng, dtype=np.float64)
+    network.layers = [layer for layer in network.layers if not isinstance(layer, Dropout)]
+    alone = network.replica()
+    parallel = DataParallel(network, 2)
+    try:
+        x, labels = rng.standard_normal((1, 1, 8, 8)), rng.integers(0, 10, 1)
+        loss, _ = parallel.forward_backward(x, labels)  # one example: no share for the second thread
+        assert loss == pytest.approx(whole_batch(alone, x, labels)[0], rel=1e-12)
+        x, labels = rng.standard_normal((6, 1, 8, 8)), rng.integers(0, 10, 6)
+        loss, _ = parallel.forward_backward(x, labels)
+        assert loss == pytest.approx(whole_batch(alone, x, labels)[0], rel=1e-12)
     finally:
         parallel.close()
 
@@ -150,7 +164,14 @@ def test_only_networks_with_convolutions_split_their_batches_between_threads(rng
     assert not splits_batches(Network([Flatten(), Dense(64, 10, rng=rng)], (1, 8, 8)))
 
 
-def test_a_cnn_experiment_on_two_threads_trains_on_shares_and_records_the_threads():
+def test_a_cnn_experiment_on_two_threads_trains_on_shares_and_records_the_threads(monkeypatch):
+    steps = []
+    shared_step = DataParallel.forward_backward
+    monkeypatch.setattr(DataParallel, "forward_backward", lambda self, *a: steps.append(1) or shared_step(self, *a))
     result = run(ExperimentConfig(dataset="digits", model="cnn", val_size=200, threads=2, recipe={"epochs": 4}))
     assert result.threads_used == 2 and result.network.metadata["training"]["threads"] == 2
     assert result.history.epochs[-1].val_accuracy > 0.8
+    batches = -(-result.network.metadata["training"]["train_size"] // result.train_config.batch_size)
+    assert len(steps) == result.train_config.epochs * batches  # every step ran on shares
+    # afterwards the network's batch normalisation is its own again: it trains and predicts alone
+    assert all(layer.share_sums is None for layer in result.network.layers if isinstance(layer, BatchNorm))

@@ -11,7 +11,8 @@ tests) calls :func:`run`, so a run is set up in exactly one place::
 
 The order of random draws is part of the contract: one generator, seeded with ``config.seed``,
 first splits off the validation images, then initialises the weights, then shuffles and distorts
-the batches. The same configuration therefore gives the same network, bit for bit, whoever runs it
+the batches (when threads share each batch, one more draw per extra thread at the start of every
+epoch seeds its dropout). The same configuration therefore gives the same network, bit for bit, whoever runs it
 with the same number of threads (one and two threads round some products differently;
 ``threads="auto"`` records the number it chose in the model file's ``training.threads``).
 """

@@ -13,8 +13,8 @@ Two layers see the batch as a whole:
 
 * batch normalisation takes the whole batch's statistics: each thread adds its share's sums to the
   others' (:class:`ShareSums`, a barrier) in forward and in backward, so the step computes what
-  one thread would, up to rounding (normalising each share by itself, as data-parallel training
-  on several GPUs does by default, cost about 0.1 points of test accuracy on the default CNN);
+  one thread would, up to rounding, and a recipe chosen on one thread means the same on two
+  (data-parallel training on several GPUs normalises each share by itself by default);
 * dropout in each extra replica draws its masks from a generator of its own, seeded from the run's
   generator at the start of every epoch, so that a run repeats bit for bit with the same number of
   threads, resumed from a checkpoint or not.
@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
@@ -58,6 +58,7 @@ class ShareSums:
         return sum(parts[1:], start=parts[0].copy())
 
     def abort(self) -> None:
+        """Break the barrier for good: every waiting and later call raises BrokenBarrierError."""
         self.barrier.abort()
 
 
@@ -86,9 +87,11 @@ class DataParallel:
 
     def close(self) -> None:
         """Stop the threads, and leave the network's batch normalisation to itself again."""
-        self.sums.abort()  # a share still waiting for the others (after Ctrl+C) gives up
-        self.pool.shutdown(wait=True)
-        self._share_batch_norm(False)
+        try:
+            self.sums.abort()  # a share still waiting for the others (after Ctrl+C) gives up
+            self.pool.shutdown(wait=True)
+        finally:
+            self._share_batch_norm(False)
 
     def _share_batch_norm(self, shared: bool) -> None:
         for index, replica in enumerate(self.replicas):
@@ -97,15 +100,13 @@ class DataParallel:
                     layer.share_sums = partial(self.sums.total, index) if shared else None
 
     def new_epoch(self, rng: np.random.Generator) -> None:
-        """Before an epoch: seed the extra replicas' dropout from ``rng`` (one draw each), and give
-        them the first network's buffers (which a resumed run has just loaded)."""
+        """Before an epoch: seed the extra replicas' dropout from ``rng`` (one draw each). (Their
+        running statistics are never read: every replica computes the same, the first keeps them.)"""
         for replica in self.replicas[1:]:
             seed = int(rng.integers(2**63))
-            for layer, own in zip(replica.layers, self.replicas[0].layers):
+            for layer in replica.layers:
                 if isinstance(layer, Dropout):
                     layer.rng = np.random.default_rng(seed)
-                for name, value in own.buffers.items():
-                    layer.buffers[name][...] = value
 
     def forward_backward(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
         """The batch's mean loss and number of correct answers; unless the loss is not finite,
@@ -122,7 +123,11 @@ class DataParallel:
             for index, (start, stop) in enumerate(bounds)
         ]
         futures = [self.pool.submit(self._share, *share) for share in shares[1:]]
-        results = [self._share(*shares[0])] + [future.result() for future in futures]
+        try:
+            first = self._share(*shares[0])
+        except threading.BrokenBarrierError:
+            raise _first_failure(futures) from None
+        results = [first] + [future.result() for future in futures]
         loss = sum(share_loss for share_loss, _ in results)
         if math.isfinite(loss):
             for shared in zip(*self._pairs):  # each replica's gradient is its part of the batch's
@@ -152,12 +157,19 @@ class DataParallel:
             raise
         return loss, int(np.count_nonzero(logits.argmax(axis=1) == labels))
 
-    def map_shares(self, function: Callable[[int, int], float], n: int) -> list[float]:
+    def map_shares(self, function: Callable[[int, int], int], n: int) -> list[int]:
         """``function(start, stop)`` for each share of ``n`` examples, one share per thread: for
         work that changes no layer, such as scoring the validation images (inference is stateless)."""
         bounds = _share_bounds(n, len(self.replicas))
         futures = [self.pool.submit(function, start, stop) for start, stop in bounds[1:]]
         return [function(*bounds[0])] + [future.result() for future in futures]
+
+
+def _first_failure(futures: list[Future]) -> BaseException:
+    """The error of the share that broke the barrier (the others only saw it broken)."""
+    errors = [future.exception() for future in futures]  # waits for every share
+    failures = [e for e in errors if e is not None and not isinstance(e, threading.BrokenBarrierError)]
+    return failures[0] if failures else threading.BrokenBarrierError()
 
 
 def _share_bounds(n: int, workers: int) -> list[tuple[int, int]]:

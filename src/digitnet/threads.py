@@ -135,15 +135,17 @@ def splits_batches(network: Network) -> bool:
     """Whether training should use its threads on shares of each batch (:mod:`digitnet.parallel`,
     one BLAS thread each) rather than inside each matrix product: yes for networks with a
     convolution. Why: their passes between the products (im2col, pooling, normalisation) are
-    about half a step and run on one core; on the default CNN, two shares made a step 0.90x as
+    about half a step and run on one core; on the default CNN, two shares made an epoch 0.93x as
     long as two BLAS threads did. The MLP's products are small, and there two shares took twice
     as long as two BLAS threads (BENCHMARKS.md, issue 12)."""
     return any(isinstance(layer, Conv2D) for layer in network.layers)
 
 
 def choose_threads(requested: int | None, network: Network, batch_size: int, dtype=np.float32) -> int:
-    """The BLAS threads a run uses: ``requested`` if given, else what :func:`probe_threads` finds
-    on the cores no other process keeps busy (:func:`busy_elsewhere`)."""
+    """The threads a run uses: ``requested`` if given, else what :func:`probe_threads` finds on the
+    cores no other process keeps busy (:func:`busy_elsewhere`). A CNN gives them to shares of each
+    batch (:func:`splits_batches`); the probe still times a BLAS product, as a test of whether a
+    second core pays for this network's size at all."""
     if requested is not None:
         return requested
     idle = max(1, cpu_count() - busy_elsewhere())

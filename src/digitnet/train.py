@@ -91,10 +91,15 @@ class Reporter:
 
 def accuracy_of(network: Network, x: np.ndarray, labels: np.ndarray, batch_size: int = PREDICT_BATCH) -> float:
     """Fraction of correctly classified examples, for already-prepared inputs ``x``."""
+    return count_correct(network, x, labels, batch_size) / max(1, len(x))
+
+
+def count_correct(network: Network, x: np.ndarray, labels: np.ndarray, batch_size: int = PREDICT_BATCH) -> int:
+    """How many examples of already-prepared inputs ``x`` the network classifies correctly."""
     correct = 0
     for i in range(0, len(x), batch_size):
         correct += int((network.forward(x[i : i + batch_size]).argmax(axis=1) == labels[i : i + batch_size]).sum())
-    return correct / max(1, len(x))
+    return correct
 
 
 def pixel_statistics(images: np.ndarray, chunk: int = 4096) -> tuple[float, float]:
@@ -336,7 +341,7 @@ def _validate(
         return None
     if parallel is None:
         return accuracy_of(network, x_val, y_val)
-    correct = parallel.map_shares(lambda a, b: accuracy_of(network, x_val[a:b], y_val[a:b]) * (b - a), len(x_val))
+    correct = parallel.map_shares(lambda a, b: count_correct(network, x_val[a:b], y_val[a:b]), len(x_val))
     return sum(correct) / len(x_val)
 
 
@@ -407,7 +412,6 @@ class _Step:
     def __init__(self, network: Network, config: TrainConfig, batches_per_epoch: int, workers: int = 1) -> None:
         self.network = network
         self.loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
-        self.parallel = DataParallel(network, workers, config.label_smoothing) if workers > 1 else None
         pairs = [(value, grad) for _, value, grad in network.parameters()]
         self.optimizer = make_optimizer(
             config.optimizer, pairs, config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -420,6 +424,8 @@ class _Step:
             warmup_steps=round(config.warmup_epochs * batches_per_epoch),
         )
         self.count = 0
+        # Last: once built, its threads and barrier must be closed (train() does so in a finally).
+        self.parallel = DataParallel(network, workers, config.label_smoothing) if workers > 1 else None
 
     def __call__(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
         """The batch's mean loss and number of correct answers (before the update); no update
