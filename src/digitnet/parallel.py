@@ -51,6 +51,8 @@ class ShareSums:
         self.barrier = threading.Barrier(parties)
 
     def total(self, index: int, part: np.ndarray) -> np.ndarray:
+        """Hand in share ``index``'s ``part``; returns the sum of every share's part, once all
+        have handed theirs in."""
         parts = self.slots[self.calls[index] % 2]
         self.calls[index] += 1
         parts[index] = part
