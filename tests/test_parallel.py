@@ -36,16 +36,21 @@ def whole_batch(network: Network, x: np.ndarray, labels: np.ndarray) -> tuple[fl
     return loss, {name: grad.copy() for name, _, grad in network.parameters()}
 
 
+def shared_step(network: Network, workers: int, x: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+    """One forward and backward pass of ``x`` on ``workers`` threads, which are stopped afterwards."""
+    parallel = DataParallel(network, workers)
+    try:
+        return parallel.forward_backward(x, labels)
+    finally:
+        parallel.close()
+
+
 @pytest.mark.parametrize("n", [16, 7, 1], ids=["even", "odd", "fewer-examples-than-workers"])
 def test_shares_on_two_threads_give_the_whole_batch_loss_and_gradient(rng, n):
     network = per_example_cnn(rng)
     x, labels = rng.standard_normal((n, 1, 8, 8)), rng.integers(0, 10, n)
     loss, gradients = whole_batch(network, x, labels)
-    parallel = DataParallel(network, 2)
-    try:
-        shared_loss, correct = parallel.forward_backward(x, labels)
-    finally:
-        parallel.close()
+    shared_loss, correct = shared_step(network, 2, x, labels)
     assert shared_loss == pytest.approx(loss, rel=1e-12)
     assert correct == int((network.forward(x).argmax(axis=1) == labels).sum())
     for name, _, grad in network.parameters():
@@ -58,11 +63,7 @@ def test_batch_normalisation_takes_the_whole_batchs_statistics_across_the_shares
     alone = network.replica()  # the same parameters, one thread
     x, labels = rng.standard_normal((10, 1, 8, 8)), rng.integers(0, 10, 10)
     loss, gradients = whole_batch(alone, x, labels)
-    parallel = DataParallel(network, 3)
-    try:
-        shared_loss, _ = parallel.forward_backward(x, labels)
-    finally:
-        parallel.close()
+    shared_loss, _ = shared_step(network, 3, x, labels)
     assert shared_loss == pytest.approx(loss, rel=1e-12)
     for name, _, grad in network.parameters():
         np.testing.assert_allclose(grad, gradients[name], rtol=1e-9, atol=1e-14, err_msg=name)
@@ -134,11 +135,7 @@ def test_a_non_finite_loss_in_any_share_is_reported_for_the_batch(rng):
     network = per_example_cnn(rng)
     x, labels = rng.standard_normal((8, 1, 8, 8)), rng.integers(0, 10, 8)
     x[6] = np.inf  # in the second share
-    parallel = DataParallel(network, 2)
-    try:
-        loss, _ = parallel.forward_backward(x, labels)
-    finally:
-        parallel.close()
+    loss, _ = shared_step(network, 2, x, labels)
     assert not np.isfinite(loss)
 
 

@@ -242,53 +242,35 @@ def train(
     batches_per_epoch = math.ceil(len(x_train) / config.batch_size)
     step = _Step(network, config, batches_per_epoch, workers)
     try:
-        return _train(
-            network, x_train, y_train, config, rng, step, x_val, y_val, reporter, augment, start, on_epoch_end
-        )
+        history = History()
+        stopper = _EarlyStopping(config.patience)
+        if start is not None:
+            _restore(start, network, step, rng, stopper, history)
+        state = start or _capture(0, network, step, rng, stopper, history)
+        # Every batch is gathered into this one array (the last, shorter batch into its front part),
+        # so the loop does not allocate a fresh batch each step.
+        batch_buffer = np.empty((min(config.batch_size, len(x_train)), *x_train.shape[1:]), dtype=x_train.dtype)
+        epoch = state.epoch
+        while epoch < config.epochs and not history.stopped_early:
+            epoch += 1
+            try:
+                record = _epoch(
+                    epoch, network, x_train, y_train, config, rng, step, batch_buffer, reporter, augment, state
+                )
+                record.val_accuracy = _validate(network, x_val, y_val, step.parallel)
+                history.epochs.append(record)
+                reporter.epoch_done(record, config.epochs)
+                if stopper.should_stop(record, network_copy(network), history):
+                    network.load_state(stopper.best_state)
+                    history.stopped_early = True
+                state = _capture(epoch, network, step, rng, stopper, history)
+                if on_epoch_end is not None:
+                    on_epoch_end(state)
+            except KeyboardInterrupt:
+                raise TrainingInterrupted(state) from None
+        return history
     finally:
-        step.close()
-
-
-def _train(
-    network: Network,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    config: TrainConfig,
-    rng: np.random.Generator,
-    step: _Step,
-    x_val: np.ndarray | None,
-    y_val: np.ndarray | None,
-    reporter: Reporter,
-    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None,
-    start: TrainState | None,
-    on_epoch_end: Callable[[TrainState], None] | None,
-) -> History:
-    """:func:`train`'s loop, with the step built."""
-    history = History()
-    stopper = _EarlyStopping(config.patience)
-    if start is not None:
-        _restore(start, network, step, rng, stopper, history)
-    state = start or _capture(0, network, step, rng, stopper, history)
-    # Every batch is gathered into this one array (the last, shorter batch into its front part),
-    # so the loop does not allocate a fresh batch each step.
-    batch_buffer = np.empty((min(config.batch_size, len(x_train)), *x_train.shape[1:]), dtype=x_train.dtype)
-    epoch = state.epoch
-    while epoch < config.epochs and not history.stopped_early:
-        epoch += 1
-        try:
-            record = _epoch(epoch, network, x_train, y_train, config, rng, step, batch_buffer, reporter, augment, state)
-            record.val_accuracy = _validate(network, x_val, y_val, step.parallel)
-            history.epochs.append(record)
-            reporter.epoch_done(record, config.epochs)
-            if stopper.should_stop(record, network_copy(network), history):
-                network.load_state(stopper.best_state)
-                history.stopped_early = True
-            state = _capture(epoch, network, step, rng, stopper, history)
-            if on_epoch_end is not None:
-                on_epoch_end(state)
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(state) from None
-    return history
+        step.close()  # its threads, if it has any
 
 
 def _epoch(
