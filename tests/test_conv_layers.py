@@ -177,19 +177,21 @@ def first_conv64(in_channels, out_channels, kernel_size, padding, rng):
 
 
 @pytest.mark.parametrize(
-    ("kernel_size", "padding", "pool_size", "image"),
+    ("kernel_size", "padding", "pool_size", "image", "batch"),
     [
-        (5, "valid", 2, (28, 28)),  # the default CNN's first stage
-        (3, "same", 2, (7, 9)),  # odd maps: pooling drops the last row and column
-        (3, "valid", 3, (11, 10)),
-        ((2, 3), 1, 2, (6, 5)),
+        (5, "valid", 2, (28, 28), 3),  # the default CNN's first stage
+        (3, "same", 2, (7, 9), 3),  # odd maps: pooling drops the last row and column
+        (3, "valid", 3, (11, 10), 3),
+        ((2, 3), 1, 2, (6, 5), 3),
+        # 5,184 positions: the weight gradient is summed in five slabs of 1,024 and a rest of 64
+        (5, "valid", 2, (28, 28), 9),
     ],
-    ids=["CNN's first stage", "odd sizes", "3x3 pooling", "non-square kernel, padding 1"],
+    ids=["CNN's first stage", "odd sizes", "3x3 pooling", "non-square kernel, padding 1", "slabs and a rest"],
 )
-def test_pooled_convolution_equals_the_two_layers(kernel_size, padding, pool_size, image, rng):
+def test_pooled_convolution_equals_the_two_layers(kernel_size, padding, pool_size, image, batch, rng):
     """The fused step gives the layers' output and weight gradients, float64, to rounding."""
     conv, pool = first_conv64(2, 4, kernel_size, padding, rng), MaxPool2D(pool_size)
-    x = rng.standard_normal((3, 2, *image))
+    x = rng.standard_normal((batch, 2, *image))
     expected = pool.forward(conv.forward(x, training=True), training=True)
     grad = rng.standard_normal(expected.shape)
     conv.backward(pool.backward(grad))

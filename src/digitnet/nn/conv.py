@@ -164,12 +164,11 @@ class Conv2D(Layer):
         if out_h < 1 or out_w < 1:
             raise ValueError(f"a {kh}x{kw} kernel does not fit a {height}x{width} input")
         padded = self._padded(x, buffers)
-        # im2col: one strided copy per kernel offset (i, j) fills the rows (c, i, j) of every column;
-        # each copies rows of out_w * n values (the loop runs over the kernel, never over positions).
+        # im2col: every patch at once, as a strided view of the input, in one copy (no loop over
+        # kernel offsets or positions: NumPy then holds the GIL once, not kh*kw times, which is what
+        # lets threads sharing a batch run side by side; see digitnet.parallel).
         cols = self._buffer(buffers, "cols", (c, kh, kw, out_h, out_w, n), x.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                cols[:, i, j] = padded[:, i : i + out_h, j : j + out_w]
+        np.copyto(cols, _patches(padded, (kh, kw)).transpose(0, 4, 5, 1, 2, 3))
         cols = cols.reshape(c * kh * kw, out_h * out_w * n)
         out = self.params["W"].reshape(self.out_channels, -1) @ cols
         out += self.params["b"][:, None]
@@ -182,7 +181,7 @@ class Conv2D(Layer):
         out_h, out_w = grad_out.shape[2:]
         # g as an (F, Ho*Wo*N) matrix; no copy when it arrives in the layout forward produced.
         g = np.ascontiguousarray(grad_out.transpose(1, 2, 3, 0)).reshape(self.out_channels, -1)
-        np.matmul(g, cols.T, out=self.grads["W"].reshape(self.out_channels, -1))
+        _weight_gradient(g, cols, out=self.grads["W"].reshape(self.out_channels, -1))
         np.sum(g, axis=1, out=self.grads["b"])
         if not self.needs_input_grad:
             return None
@@ -352,10 +351,11 @@ class PooledConv2D(Layer):
         buffers = conv._buffers if training else None
         padded = conv._padded(x, buffers)
         cols = conv._buffer(buffers, "pooled_cols", (c, kh, kw, k, k, pool_h, pool_w, n), x.dtype)
-        for i, j, a, b in np.ndindex(kh, kw, k, k):
-            cols[:, i, j, a, b] = padded[
-                :, a + i : a + i + k * (pool_h - 1) + 1 : k, b + j : b + j + k * (pool_w - 1) + 1 : k
-            ]
+        # Output position (k*y + a, k*x + b) split into the window (y, x) and the place in it (a, b):
+        # splitting an axis needs no copy, so the patches stay a view until the one copy into cols.
+        patches = _patches(padded, (kh, kw))[:, : k * pool_h, : k * pool_w]
+        patches = patches.reshape(c, pool_h, k, pool_w, k, n, kh, kw, copy=False)
+        np.copyto(cols, patches.transpose(0, 6, 7, 2, 4, 1, 3, 5))
         cols = cols.reshape(c * kh * kw, -1)
         candidates = (conv.params["W"].reshape(conv.out_channels, -1) @ cols).reshape(conv.out_channels, k * k, -1)
         # The running maximum over the window's positions, as MaxPool2D takes it. (Ties are judged
@@ -379,7 +379,7 @@ class PooledConv2D(Layer):
         for index in range(k * k):
             np.multiply(g, argmax == index, out=g_conv[:, index])
         g_conv = g_conv.reshape(conv.out_channels, -1)
-        np.matmul(g_conv, cols.T, out=self.grads["W"].reshape(conv.out_channels, -1))
+        _weight_gradient(g_conv, cols, out=self.grads["W"].reshape(conv.out_channels, -1))
         return None  # the first convolution: nothing before it needs dL/d(input)
 
 
@@ -399,6 +399,39 @@ def fuse_for_training(layers: list[Layer]) -> list[Layer]:
         else:
             steps.append(layer)
     return steps
+
+
+#: Slab width of :func:`_weight_gradient`'s long sums.
+_SLAB = 1024
+
+
+def _weight_gradient(g: np.ndarray, cols: np.ndarray, out: np.ndarray) -> None:
+    """``out = g @ cols.T``: the weight gradient, a sum over every position of the batch.
+
+    Why slabs: for a first convolution the result is tiny (20 x 25 on the default CNN) and the sum
+    is long (tens of thousands of positions), a shape that OpenBLAS runs at a fraction of its speed.
+    Summing slabs of :data:`_SLAB` positions as one batched product and adding the partial results
+    took half the time (0.56 against 0.96 ms for 20 x 36,864 x 25, one thread, AVX-512 host). The
+    second convolution's larger result (40 x 500) gains nothing, so it keeps the plain product.
+    """
+    slabs = g.shape[1] // _SLAB
+    if out.size > 4096 or slabs < 4:
+        np.matmul(g, cols.T, out=out)
+        return
+    whole = slabs * _SLAB
+    partial = np.matmul(
+        g[:, :whole].reshape(len(g), slabs, _SLAB).transpose(1, 0, 2),
+        cols[:, :whole].reshape(len(cols), slabs, _SLAB).transpose(1, 2, 0),
+    )
+    np.sum(partial, axis=0, out=out)
+    if whole < g.shape[1]:
+        out += g[:, whole:] @ cols[:, whole:].T
+
+
+def _patches(padded: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
+    """Every ``kh x kw`` patch of a ``(C, H, W, N)`` array, as a read-only view of shape
+    ``(C, out_h, out_w, N, kh, kw)``: entry ``[c, y, x, n, i, j]`` is ``padded[c, y + i, x + j, n]``."""
+    return np.lib.stride_tricks.sliding_window_view(padded, kernel, axis=(1, 2))
 
 
 def _argmax_dtype(pool_size: int) -> type[np.integer]:
