@@ -87,3 +87,26 @@ def test_make_schedule_step_counts_in_epochs():
     assert schedule(19) == 1.0 and schedule(20) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="unknown schedule"):
         make_schedule("linear", 1.0, 100, steps_per_epoch=10)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda pairs: Adam(pairs, lr=1e-3), lambda pairs: SGD(pairs, lr=1e-3, momentum=0.9)],
+    ids=["adam", "momentum"],
+)
+def test_running_averages_of_a_gradient_that_stopped_reach_zero_not_a_subnormal(make):
+    """A gradient that becomes exactly zero (a unit that no longer fires) lets the running average
+    decay into float32's subnormal range, where it would stick at the smallest subnormal and slow
+    every later step on Intel processors; it must become zero instead, the live values untouched."""
+    p = np.zeros(2, dtype=np.float32)
+    g = np.array([1.0, 1.0], dtype=np.float32)
+    opt = make([(p, g)])
+    opt.step()
+    g[0] = 0.0  # the first parameter's gradient stops; the second keeps its gradient
+    for _ in range(1_500):  # 0.9 ** 1,500 is far below float32's smallest subnormal (1.4e-45)
+        opt.step()
+    average = opt.m[0] if isinstance(opt, Adam) else opt.velocity[0]
+    tiny = np.finfo(np.float32).tiny
+    assert average[0] == 0.0
+    assert average[1] >= tiny
+    assert np.all((average == 0) | (np.abs(average) >= tiny))
