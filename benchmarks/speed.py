@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,8 @@ def gemm_ceiling(batch_size: int, threads: int, repeats: int = 15) -> dict[str, 
     of the peak."""
     from threadpoolctl import threadpool_limits
 
+    from digitnet.nn.conv import weight_gradient
+
     rng = np.random.default_rng(0)
 
     def operand(rows: int, cols: int, transposed: bool) -> np.ndarray:
@@ -135,11 +138,13 @@ def gemm_ceiling(batch_size: int, threads: int, repeats: int = 15) -> dict[str, 
         for name, m, k, n, a_transposed, b_transposed in cnn_gemm_shapes(batch_size):
             a, b = operand(m, k, a_transposed), operand(k, n, b_transposed)
             out = np.empty((m, n), dtype=np.float32)
-            np.matmul(a, b, out=out)
+            # A convolution's weight gradient runs as digitnet computes it (slabs, operand order).
+            product = partial(weight_gradient, a, b.T) if "conv weight grad" in name else partial(np.matmul, a, b)
+            product(out=out)
             times = []
             for _ in range(repeats):
                 started = time.perf_counter()
-                np.matmul(a, b, out=out)
+                product(out=out)
                 times.append(time.perf_counter() - started)
             took = statistics.median(times)
             gflops = 2 * m * k * n / took / 1e9
