@@ -34,7 +34,7 @@ def flush_subnormals(values: np.ndarray, work: np.ndarray) -> None:
     nothing a float32 parameter can hold.
     """
     np.abs(values, out=work)
-    np.putmask(values, work < np.finfo(values.dtype).tiny, 0)
+    np.copyto(values, 0, where=work < np.finfo(values.dtype).tiny)
 
 
 class Optimizer:
