@@ -44,6 +44,21 @@ def test_flatten_gradient_restores_the_input_shape(rng):
     check_layer_gradients(Flatten(), rng.standard_normal((3, 1, 4, 4)), rng)
 
 
+def test_flatten_gradient_comes_back_in_the_input_memory_layout(rng):
+    """After a convolution the images are batch-last in memory; the gradient handed back must be
+    too (same values), so that the layers before it run on contiguous arrays."""
+    batch_last = np.ascontiguousarray(rng.standard_normal((4, 3, 5, 5)).transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    flatten = Flatten()
+    out = flatten.forward(batch_last, training=True)
+    grad_out = rng.standard_normal(out.shape)
+    grad = flatten.backward(grad_out)
+    np.testing.assert_array_equal(grad, grad_out.reshape(batch_last.shape))
+    assert grad.transpose(1, 2, 3, 0).flags.c_contiguous  # batch-last, like the input
+    plain = rng.standard_normal((4, 3, 5, 5))  # an ordinary input: no copy at all
+    flatten.forward(plain, training=True)
+    assert np.shares_memory(flatten.backward(grad_out), grad_out)
+
+
 def test_loss_gradient_is_p_minus_y_over_n(rng):
     loss = SoftmaxCrossEntropy()
     logits = rng.standard_normal((5, 10))

@@ -168,14 +168,22 @@ class Flatten(Layer):
     """Reshape ``(N, ...)`` to ``(N, features)``: images in, vectors out for dense layers."""
 
     input_shape: tuple[int, ...] | None = None
+    input_order: tuple[int, ...] | None = None  # the input's axes, slowest in memory first
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if training:
             self.input_shape = x.shape
+            self.input_order = tuple(int(a) for a in np.argsort([-s for s in x.strides], kind="stable"))
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return grad_out.reshape(self.saved(self.input_shape))
+        grad = grad_out.reshape(self.saved(self.input_shape))
+        order = self.input_order
+        if order is None or order == tuple(range(grad.ndim)):
+            return grad
+        # Back in the input's memory layout (batch-last after a convolution): one small copy
+        # here, and the layers before work on contiguous arrays instead of strided ones.
+        return np.ascontiguousarray(grad.transpose(order)).transpose(np.argsort(order))
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (int(np.prod(input_shape)),)
