@@ -10,7 +10,7 @@ import pytest
 from conftest import numerical_gradient, relative_error
 from digitnet.nn import BatchNorm, Conv2D, Dropout, MaxPool2D, ReLU
 from digitnet.nn.architectures import build_cnn
-from digitnet.nn.conv import PooledConv2D, fuse_for_training
+from digitnet.nn.conv import PooledConv2D, fuse_for_training, weight_gradient
 
 
 def check_gradients(layer, x, rng, reseed=None):
@@ -205,6 +205,23 @@ def test_pooled_convolution_equals_the_two_layers(kernel_size, padding, pool_siz
     assert fused.backward(grad) is None
     for name, value in expected_grads.items():
         np.testing.assert_allclose(conv.grads[name], value, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("filters", "rows", "positions"),
+    [(20, 25, 4096), (20, 25, 5184), (3, 7, 4097), (40, 500, 4096), (20, 25, 3000)],
+    ids=["four whole slabs", "slabs and a rest", "odd sizes", "large result: one product", "too few slabs"],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_gradient_is_g_times_the_columns_transposed(filters, rows, positions, dtype, rng):
+    """Summed in slabs or as one product, and from strided operands, it is ``g @ cols.T``."""
+    g = rng.standard_normal((filters, 2 * positions)).astype(dtype)[:, ::2]  # strided, as views are
+    cols = np.asfortranarray(rng.standard_normal((rows, positions)).astype(dtype))
+    out = np.full((filters, rows), np.nan, dtype=dtype)
+    weight_gradient(g, cols, out)
+    expected = g.astype(np.float64) @ cols.astype(np.float64).T
+    tolerance = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
 
 
 def test_pooled_convolution_sends_the_gradient_to_the_first_of_tied_maxima(rng):

@@ -27,11 +27,14 @@ def flush_subnormals(values: np.ndarray, work: np.ndarray) -> None:
 
     Why: a running average whose gradient is exactly zero (the weights of a ReLU unit that no
     longer fires, for instance) decays by its momentum factor at every step until it reaches the
-    subnormal range, where it sticks at the smallest subnormal (rounding keeps ``tiny * 0.9`` there).
-    Intel processors take a slow path for every arithmetic operation on such values: the default
-    MLP's epochs took 1.8x as long from the third epoch on (11,130 stuck values of 101,770, AVX-512
-    host, BENCHMARKS.md issue 12). Their contribution to an update is below 1e-38, so zero changes
-    nothing a float32 parameter can hold.
+    subnormal range, where rounding stops it a few units above zero for good (``0.9 * 6e-45`` rounds
+    back to ``6e-45`` in float32). Intel processors take a slow path for every arithmetic operation
+    on such values: the default MLP's epochs took 1.8x as long from the third epoch on (11,130 stuck
+    values of 101,770, AVX-512 host, BENCHMARKS.md issue 12). The updates they give are far below
+    the rounding of any weight they would be added to, so zero changes nothing.
+
+    Adam's second moment is left alone: it decays by 0.999 a step, so it needs about 70,000 steps
+    without gradient to fall from 1e-8 into the subnormal range, eight times the longest recipe.
     """
     np.abs(values, out=work)
     np.copyto(values, 0, where=work < np.finfo(values.dtype).tiny)

@@ -352,9 +352,9 @@ class PooledConv2D(Layer):
         padded = conv._padded(x, buffers)
         cols = conv._buffer(buffers, "pooled_cols", (c, kh, kw, k, k, pool_h, pool_w, n), x.dtype)
         # Output position (k*y + a, k*x + b) split into the window (y, x) and the place in it (a, b):
-        # splitting an axis needs no copy, so the patches stay a view until the one copy into cols.
+        # splitting an axis never needs a copy, so the patches stay a view until the one copy into cols.
         patches = _patches(padded, (kh, kw))[:, : k * pool_h, : k * pool_w]
-        patches = patches.reshape(c, pool_h, k, pool_w, k, n, kh, kw, copy=False)
+        patches = patches.reshape(c, pool_h, k, pool_w, k, n, kh, kw)
         np.copyto(cols, patches.transpose(0, 6, 7, 2, 4, 1, 3, 5))
         cols = cols.reshape(c * kh * kw, -1)
         candidates = (conv.params["W"].reshape(conv.out_channels, -1) @ cols).reshape(conv.out_channels, k * k, -1)
@@ -401,8 +401,10 @@ def fuse_for_training(layers: list[Layer]) -> list[Layer]:
     return steps
 
 
-#: Slab width of :func:`weight_gradient`'s long sums.
-_SLAB = 1024
+#: Slab width of :func:`weight_gradient`'s long sums, and when it uses them: a result of at most
+#: ``_SLABS_UP_TO`` values (a first convolution's 20 x 25 = 500; the second's 40 x 500 = 20,000 gained
+#: nothing) and at least ``_SLABS_FROM`` slabs. Measured with OpenBLAS's SkylakeX kernels only.
+_SLAB, _SLABS_UP_TO, _SLABS_FROM = 1024, 4096, 4
 
 
 def weight_gradient(g: np.ndarray, cols: np.ndarray, out: np.ndarray) -> None:
@@ -418,7 +420,7 @@ def weight_gradient(g: np.ndarray, cols: np.ndarray, out: np.ndarray) -> None:
       product, the partial results added, took 0.56 ms against 0.96.
     """
     slabs = g.shape[1] // _SLAB
-    if out.size > 4096 or slabs < 4:
+    if out.size > _SLABS_UP_TO or slabs < _SLABS_FROM:
         np.copyto(out, (cols @ g.T).T)
         return
     whole = slabs * _SLAB
