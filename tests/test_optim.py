@@ -96,8 +96,8 @@ def test_make_schedule_step_counts_in_epochs():
 )
 def test_running_averages_of_a_gradient_that_stopped_reach_zero_not_a_subnormal(make):
     """A gradient that becomes exactly zero (a unit that no longer fires) lets the running average
-    decay into float32's subnormal range, where it would stick at the smallest subnormal and slow
-    every later step on Intel processors; it must become zero instead, the live values untouched."""
+    decay into float32's subnormal range, where rounding would stop it a few units above zero and
+    slow every later step on Intel processors; it must become zero instead, the live values untouched."""
     p = np.zeros(2, dtype=np.float32)
     g = np.array([1.0, 1.0], dtype=np.float32)
     opt = make([(p, g)])

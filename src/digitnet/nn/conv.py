@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .init import he_normal
-from .layers import Layer, register
+from .layers import Layer, axes_by_stride, in_layout, register
 
 
 def _same_padding(kernel: int) -> tuple[int, int]:
@@ -294,7 +294,7 @@ class MaxPool2D(Layer):
         grad_x = (np.empty_like if covers_input else np.zeros_like)(x, dtype=grad_out.dtype)
         # The output gradient in the memory order of argmax (that of the input, batch-last after a
         # convolution): one transposing copy here instead of four scattered writes below.
-        grad_out = _like_layout(grad_out, argmax)
+        grad_out = in_layout(grad_out, axes_by_stride(argmax))
         overlapping = self.stride < self.pool_size
         for index, window in self._window_offsets(out_h, out_w):
             if overlapping:  # several windows may share an input: add their contributions
@@ -451,11 +451,3 @@ def _keep_larger(out: np.ndarray, argmax: np.ndarray, candidate: np.ndarray, ind
     larger = candidate > out
     np.maximum(argmax, larger.astype(argmax.dtype) * index, out=argmax)
     np.maximum(out, candidate, out=out)
-
-
-def _like_layout(a: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """``a`` (the shape of ``like``) in the memory order of ``like``: copied only if it differs."""
-    order = np.argsort([-stride for stride in like.strides], kind="stable")  # slowest axis first
-    if list(order) == list(np.argsort([-stride for stride in a.strides], kind="stable")):
-        return a
-    return np.ascontiguousarray(a.transpose(order)).transpose(np.argsort(order))

@@ -27,6 +27,20 @@ from .init import he_normal
 LAYER_TYPES: dict[str, type[Layer]] = {}
 
 
+def axes_by_stride(a: np.ndarray) -> tuple[int, ...]:
+    """``a``'s axes, slowest in memory first: its memory layout, whatever its logical shape
+    (``(1, 2, 3, 0)`` for images ``(N, C, H, W)`` stored batch-last, as a convolution returns them)."""
+    return tuple(int(axis) for axis in np.argsort([-stride for stride in a.strides], kind="stable"))
+
+
+def in_layout(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``a`` (same logical shape) with its memory in the layout ``axes`` (see :func:`axes_by_stride`):
+    copied only if it differs."""
+    if axes_by_stride(a) == tuple(axes):
+        return a
+    return np.ascontiguousarray(a.transpose(axes)).transpose(np.argsort(axes))
+
+
 def register(cls: type[Layer]) -> type[Layer]:
     """Make a layer class known to the model file format under its class name."""
     LAYER_TYPES[cls.__name__] = cls
@@ -168,22 +182,18 @@ class Flatten(Layer):
     """Reshape ``(N, ...)`` to ``(N, features)``: images in, vectors out for dense layers."""
 
     input_shape: tuple[int, ...] | None = None
-    input_order: tuple[int, ...] | None = None  # the input's axes, slowest in memory first
+    input_axes: tuple[int, ...] | None = None  # the input's memory layout (axes_by_stride)
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if training:
             self.input_shape = x.shape
-            self.input_order = tuple(int(a) for a in np.argsort([-s for s in x.strides], kind="stable"))
+            self.input_axes = axes_by_stride(x)
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        grad = grad_out.reshape(self.saved(self.input_shape))
-        order = self.input_order
-        if order is None or order == tuple(range(grad.ndim)):
-            return grad
         # Back in the input's memory layout (batch-last after a convolution): one small copy
         # here, and the layers before work on contiguous arrays instead of strided ones.
-        return np.ascontiguousarray(grad.transpose(order)).transpose(np.argsort(order))
+        return in_layout(grad_out.reshape(self.saved(self.input_shape)), self.saved(self.input_axes))
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (int(np.prod(input_shape)),)
