@@ -30,7 +30,8 @@ LAYER_TYPES: dict[str, type[Layer]] = {}
 def axes_by_stride(a: np.ndarray) -> tuple[int, ...]:
     """``a``'s axes, slowest in memory first: its memory layout, whatever its logical shape
     (``(1, 2, 3, 0)`` for images ``(N, C, H, W)`` stored batch-last, as a convolution returns them)."""
-    return tuple(int(axis) for axis in np.argsort([-stride for stride in a.strides], kind="stable"))
+    # sorted() is stable, and for four axes ten times faster than np.argsort: this runs every step.
+    return tuple(sorted(range(a.ndim), key=lambda axis: -a.strides[axis]))
 
 
 def in_layout(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 from .conv import fuse_for_training
 from .layers import Dense, Flatten, Layer, ReLU
 from .losses import softmax
+from .packing import pack
 
 #: Images per forward pass when predicting or scoring many. Why not more: a CNN's feature maps grow
 #: with the batch (5,000 images of the default CNN make a 230 MB first one; im2col is chunked
@@ -56,6 +57,11 @@ class Network:
         self.mean, self.std = float(mean), float(std)
         self.class_names = list(class_names)
         self.metadata = dict(metadata or {})
+        # All parameters in one array, all gradients in another: an optimiser step then makes
+        # one pass over all of them per operation (digitnet.nn.packing). A replica's shared
+        # parameters are already packed and stay as they are; its own gradients get their array.
+        pack(layer.params for layer in self.layers)
+        pack(layer.grads for layer in self.layers)
         self._mark_layers_needing_input_grad()
         self._training_steps: tuple[list[Layer], list[Layer]] = ([], [])  # (layers, the steps built from them)
 
