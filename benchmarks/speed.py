@@ -6,6 +6,7 @@ Three parts, each one command (run from the repository root; ``--quick`` gives a
     python benchmarks/speed.py cnn-epoch      --rounds 15 --out cnn_epoch.json
     python benchmarks/speed.py cnn-accuracy   --seeds 0,1,2 --out cnn_accuracy.json
     python benchmarks/speed.py mlp-contention --rounds 3 --out mlp_contention.json
+    python benchmarks/speed.py mlp-step       --rounds 5 --out mlp_step.json
 
 ``cnn-epoch``
     digitnet's CNN (``digitnet train --model cnn``'s network) and PyTorch's same network train on
@@ -28,6 +29,11 @@ Three parts, each one command (run from the repository root; ``--quick`` gives a
     and with one thread, and PyTorch's 784-128-10 with every core, each in its own process, on the
     quiet machine and beside one CPU-bound competing process (``python -c "while True: pass"``).
     Rounds interleave every system and both conditions; figures are medians of training seconds.
+``mlp-step``
+    Where a training step of the default MLP goes: the batch gather, forward, loss, backward and
+    optimiser update of ``digitnet train``'s step (its network, batch size and optimiser), each
+    timed over a whole epoch of MNIST, with one thread and with ``--threads``, in interleaved
+    rounds; medians over rounds of the milliseconds a step.
 
 Prints Markdown tables; ``--out`` writes every raw number as JSON. Compare ratios within one run.
 """
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -466,15 +473,93 @@ def print_mlp_contention(result: dict[str, Any]) -> None:
     result["summary"] = summary
 
 
+# -- mlp-step -------------------------------------------------------------------------------------
+
+STEP_PARTS = ("gather", "forward", "loss", "backward", "update")
+
+
+def mlp_step(args) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
+    from digitnet.data import load_dataset
+    from digitnet.train import pixel_statistics
+
+    data = load_dataset("mnist")
+    statistics_ = pixel_statistics(data.train_images)
+    thread_counts = sorted({1, args.threads})
+    runs: dict[str, list[dict[str, float]]] = {str(threads): [] for threads in thread_counts}
+    for round_ in range(args.rounds):
+        for threads in thread_counts if round_ % 2 == 0 else thread_counts[::-1]:
+            with threadpool_limits(threads):
+                runs[str(threads)].append(mlp_step_epoch(data, statistics_, seed=round_))
+            print(f"round {round_ + 1} {threads} thread(s): {runs[str(threads)][-1]}", file=sys.stderr)
+    return {"rounds": args.rounds, "runs": runs}
+
+
+def mlp_step_epoch(data, pixel_stats: tuple[float, float], seed: int) -> dict[str, float]:
+    """Two epochs of the default MLP's steps; of the second (the first warms caches and memory up),
+    the milliseconds a step for each part and the epoch's seconds."""
+    from digitnet.nn import SoftmaxCrossEntropy, build_mlp
+    from digitnet.optim import make_optimizer
+    from digitnet.recipes import default_config
+
+    config = default_config()
+    rng = np.random.default_rng(seed)
+    network = build_mlp(rng=rng, mean=pixel_stats[0], std=pixel_stats[1])
+    optimiser = make_optimizer(config.optimizer, [(p, g) for _, p, g in network.parameters()], config.lr)
+    loss = SoftmaxCrossEntropy(config.label_smoothing)
+    x, labels = network.prepare(data.train_images), data.train_labels.astype(np.int64)
+    batch = np.empty((config.batch_size, *x.shape[1:]), dtype=x.dtype)
+    for _ in range(2):
+        order = rng.permutation(len(x))
+        spent = dict.fromkeys(STEP_PARTS, 0.0)
+        started = time.perf_counter()
+        for first in range(0, len(x), config.batch_size):
+            index = order[first : first + config.batch_size]
+            times = [time.perf_counter()]
+            x_batch = np.take(x, index, axis=0, out=batch[: len(index)], mode="clip")
+            times.append(time.perf_counter())
+            logits = network.forward(x_batch, training=True)
+            times.append(time.perf_counter())
+            loss.forward(logits, labels[index])
+            grad_logits = loss.backward()
+            times.append(time.perf_counter())
+            network.backward(grad_logits)
+            times.append(time.perf_counter())
+            optimiser.step()
+            times.append(time.perf_counter())
+            for part, before, after in zip(STEP_PARTS, times, times[1:]):
+                spent[part] += after - before
+        seconds = time.perf_counter() - started
+    steps = math.ceil(len(x) / config.batch_size)
+    return {**{part: 1e3 * total / steps for part, total in spent.items()}, "epoch_s": seconds}
+
+
+def print_mlp_step(result: dict[str, Any]) -> None:
+    print(f"\n### The default MLP's training step, ms (median of {result['rounds']} interleaved rounds)\n")
+    print("| threads | " + " | ".join(STEP_PARTS) + " | step | epoch s |")
+    print("|---:|" + "---:|" * (len(STEP_PARTS) + 2))
+    summary = {}
+    for threads, epochs in result["runs"].items():
+        row = {key: median([epoch[key] for epoch in epochs]) for key in (*STEP_PARTS, "epoch_s")}
+        row["step"] = sum(row[part] for part in STEP_PARTS)
+        summary[threads] = row
+        cells = " | ".join(f"{row[key]:.3f}" for key in (*STEP_PARTS, "step"))
+        print(f"| {threads} | {cells} | {row['epoch_s']:.3f} |")
+    result["summary"] = summary
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("part", choices=["cnn-epoch", "cnn-accuracy", "mlp-contention"])
+    parser.add_argument("part", choices=["cnn-epoch", "cnn-accuracy", "mlp-contention", "mlp-step"])
     parser.add_argument("--threads", type=int, default=usable_cores(), help="threads for PyTorch and BLAS [cores]")
     parser.add_argument("--digitnet-threads", default="auto", help="cnn-accuracy: digitnet's --threads [auto]")
     parser.add_argument("--batch-size", type=int, default=128, help="cnn-epoch [128]")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds [cnn-epoch 15, mlp 3]")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="interleaved rounds [cnn-epoch 15, mlp-step 5, mlp-contention 3]"
+    )
     parser.add_argument("--steps-per-round", type=int, default=4, help="cnn-epoch: steps per turn [4]")
     parser.add_argument("--seeds", default="0,1,2", help="cnn-accuracy: comma-separated seeds [0,1,2]")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs (a short check)")
@@ -488,14 +573,18 @@ def main(argv: list[str] | None = None) -> None:
         args.epochs = args.epochs or (1 if args.part == "cnn-accuracy" else 2)
         args.torch_epochs = args.torch_epochs or args.epochs
         args.seeds = args.seeds[:1]
-    args.rounds = args.rounds or (15 if args.part == "cnn-epoch" else 3)
+    args.rounds = args.rounds or {"cnn-epoch": 15, "mlp-step": 5}.get(args.part, 3)
     started = time.perf_counter()
     load = os.getloadavg()
-    part = {"cnn-epoch": cnn_epoch, "cnn-accuracy": cnn_accuracy, "mlp-contention": mlp_contention}[args.part]
-    result = part(args)
-    {"cnn-epoch": print_cnn_epoch, "cnn-accuracy": print_cnn_accuracy, "mlp-contention": print_mlp_contention}[
-        args.part
-    ](result)
+    parts = {
+        "cnn-epoch": (cnn_epoch, print_cnn_epoch),
+        "cnn-accuracy": (cnn_accuracy, print_cnn_accuracy),
+        "mlp-contention": (mlp_contention, print_mlp_contention),
+        "mlp-step": (mlp_step, print_mlp_step),
+    }
+    measure, show = parts[args.part]
+    result = measure(args)
+    show(result)
     result["facts"] = {
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": platform.processor() or platform.machine(),

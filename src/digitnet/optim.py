@@ -38,8 +38,8 @@ def flush_subnormals(values: np.ndarray, work: np.ndarray) -> None:
     Adam's second moment is left alone: it decays by 0.999 a step, so it needs about 70,000 steps
     without gradient to fall from 1e-8 into the subnormal range, eight times the longest recipe.
 
-    Three passes and no temporaries: a 0-or-1 factor per value, then one multiplication (a boolean
-    mask with ``np.copyto(where=)`` took 0.07 ms a step of the MLP's Adam against 0.02 ms).
+    Three passes and no temporaries: a 0-or-1 factor per value, then one multiplication (the
+    boolean mask and ``np.copyto(where=)`` before it cost the MLP's Adam step 0.04-0.05 ms more).
     """
     np.abs(values, out=work)
     np.greater_equal(work, np.finfo(values.dtype).tiny, out=work)  # 1.0 where normal, else 0.0

@@ -4,7 +4,8 @@ An optimiser step makes a dozen whole-array passes (Adam: the two running averag
 root, the division, ...). Over a network's parameters one array at a time, that is a dozen NumPy
 calls per array: the MLP's 128 and 10 biases and its 1,280-value second layer cost as many calls as
 its 100,352 first-layer weights. Kept as consecutive pieces of one array, all of them take one call
-per pass (the default MLP's Adam step: 0.28 -> 0.19 ms with one BLAS thread, Intel AVX-512 host,
+per pass (with the cheaper flush of subnormals in :mod:`digitnet.optim`, the default MLP's update
+went from 0.25 to 0.19 ms a step with one BLAS thread: ``python benchmarks/speed.py mlp-step``,
 BENCHMARKS.md issue 12). Every layer still sees its own arrays, now views of its piece.
 """
 
