@@ -122,7 +122,8 @@ def packed_pairs(shapes, rng, dtype=np.float32):
     sizes = [int(np.prod(shape)) for shape in shapes]
     flat_params = rng.standard_normal(sum(sizes)).astype(dtype)
     flat_grads = np.zeros(sum(sizes), dtype=dtype)
-    return list(zip(pieces(flat_params, [np.empty(s) for s in shapes]), pieces(flat_grads, [np.empty(s) for s in shapes])))
+    like = [np.empty(shape) for shape in shapes]
+    return list(zip(pieces(flat_params, like), pieces(flat_grads, like)))
 
 
 OPTIMISERS = {

@@ -189,7 +189,9 @@ class Adam(Optimizer):
         # with the two constants below: two whole-array passes fewer.
         step_size = self.lr * math.sqrt(correction2) / correction1
         eps_hat = self.eps * math.sqrt(correction2)
-        for (param, grad), m, s, work, decayed in zip(self.groups, self.m_groups, self.s_groups, self.work, self.decayed):
+        for (param, grad), m, s, work, decayed in zip(
+            self.groups, self.m_groups, self.s_groups, self.work, self.decayed
+        ):
             grad = self.gradient(param, grad, out=decayed)
             # m = b1 m + (1 - b1) g
             m *= self.beta1
