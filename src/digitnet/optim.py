@@ -74,7 +74,7 @@ class Optimizer:
 
     def zeros(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Zeroed state (a running average, say) twice over: one array per group of
-        :attr:`groups`, which the step updates, and views of the same memory per parameter, which
+        ``groups``, which the step updates, and views of the same memory per parameter, which
         :meth:`state` names."""
         arrays = [np.zeros_like(p) for p, _ in self.groups]
         if self.groups is self.params:
