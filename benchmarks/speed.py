@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training speed side by side with PyTorch: the CNN's epoch, its time to accuracy, and the MLP on a busy machine.
 
-Three parts, each one command (run from the repository root; ``--quick`` gives a short check)::
+Four parts, each one command (run from the repository root; ``--quick`` gives a short check)::
 
     python benchmarks/speed.py cnn-epoch      --rounds 15 --out cnn_epoch.json
     python benchmarks/speed.py cnn-accuracy   --seeds 0,1,2 --out cnn_accuracy.json
@@ -506,6 +506,8 @@ def mlp_step_epoch(data, pixel_stats: tuple[float, float], seed: int) -> dict[st
     config = default_config()
     rng = np.random.default_rng(seed)
     network = build_mlp(rng=rng, mean=pixel_stats[0], std=pixel_stats[1])
+    if hasattr(network, "pack_parameters"):  # as digitnet.train does (commits before it had none)
+        network.pack_parameters()
     optimiser = make_optimizer(config.optimizer, [(p, g) for _, p, g in network.parameters()], config.lr)
     loss = SoftmaxCrossEntropy(config.label_smoothing)
     x, labels = network.prepare(data.train_images), data.train_labels.astype(np.int64)

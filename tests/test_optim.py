@@ -165,3 +165,24 @@ def test_packed_parameters_take_one_pass_and_the_same_steps_as_separate_arrays(n
     fresh.step()
     for (p, _), value in zip(packed, after):
         np.testing.assert_array_equal(p, value)
+
+
+def test_a_resumed_adam_flushes_subnormals_on_the_same_steps_as_the_run_it_continues():
+    tiny = np.finfo(np.float32).tiny
+    p = np.zeros(2, dtype=np.float32)
+    g = np.array([1.0, 1.0], dtype=np.float32)
+    opt = Adam([(p, g)], lr=1e-3)
+    opt.step()
+    g[0] = 0.0
+    # Until the stopped gradient's average is subnormal with a flush still two or more steps away.
+    while not (0 < abs(opt.m[0][0]) < tiny and opt.t % Adam.FLUSH_EVERY < Adam.FLUSH_EVERY - 2):
+        opt.step()
+    p_resumed = p.copy()
+    resumed = Adam([(p_resumed, g)], lr=1e-3)
+    resumed.load_state(opt.state())
+    for _ in range(Adam.FLUSH_EVERY):
+        opt.step()
+        resumed.step()
+        np.testing.assert_array_equal(resumed.m[0], opt.m[0])
+        np.testing.assert_array_equal(p_resumed, p)
+    assert opt.m[0][0] == 0.0

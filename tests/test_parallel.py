@@ -105,12 +105,19 @@ def test_a_batch_with_fewer_examples_than_threads_runs_alone_and_the_next_batch_
         parallel.close()
 
 
-def test_replicas_read_the_networks_parameters_and_keep_their_own_gradients(rng):
+@pytest.mark.parametrize("packed", [False, True], ids=["separate", "packed"])
+def test_replicas_read_the_networks_parameters_and_keep_their_own_gradients(rng, packed):
     network = every_layer_cnn(rng)
+    if packed:
+        network.pack_parameters()
+    before = network.parameters()  # an optimiser built now holds these arrays
     twin = network.replica()
-    for (name, value, grad), (_, twin_value, twin_grad) in zip(network.parameters(), twin.parameters()):
+    for (name, value, grad), (_, now, now_grad), (_, twin_value, twin_grad) in zip(
+        before, network.parameters(), twin.parameters()
+    ):
+        assert now is value and now_grad is grad, name  # the replica moved nothing of its network's
         assert twin_value is value, name  # one update serves both
-        assert twin_grad is not grad, name
+        assert twin_grad is not grad and not np.shares_memory(twin_grad, grad), name
     for layer, twin_layer in zip(network.layers, twin.layers):
         for name, buffer in layer.buffers.items():
             assert twin_layer.buffers[name] is not buffer

@@ -38,8 +38,8 @@ def flush_subnormals(values: np.ndarray, work: np.ndarray) -> None:
     Adam's second moment is left alone: it decays by 0.999 a step, so it needs about 70,000 steps
     without gradient to fall from 1e-8 into the subnormal range, eight times the longest recipe.
 
-    Three passes and no temporaries: a 0-or-1 factor per value, then one multiplication (the
-    boolean mask and ``np.copyto(where=)`` before it cost the MLP's Adam step 0.04-0.05 ms more).
+    Three passes and no temporaries: a 0-or-1 factor per value, then one multiplication (cheaper
+    than a boolean mask and ``np.copyto(where=)``). A negative subnormal becomes ``-0.0``.
     """
     np.abs(values, out=work)
     np.greater_equal(work, np.finfo(values.dtype).tiny, out=work)  # 1.0 where normal, else 0.0
@@ -63,19 +63,23 @@ class Optimizer:
 
     def __init__(self, params: ParamPairs, lr: float, weight_decay: float = 0.0) -> None:
         self.params = [(p, g) for p, g in params]
+        for p, g in self.params:  # packed pairs below would no longer catch a mismatch
+            if p.shape != g.shape:
+                raise ValueError(f"a parameter of shape {p.shape} has a gradient of shape {g.shape}")
         self.lr = lr
         self.weight_decay = weight_decay
         # What a step works on: one (parameters, gradients) pair of flat arrays when the network
-        # keeps them packed (digitnet.nn.packing), so that each pass is one NumPy call; else
+        # keeps them packed (Network.pack_parameters), so that each pass is one NumPy call; else
         # the pairs one by one.
+        self.groups: list[tuple[np.ndarray, np.ndarray]] = self.params
         flat_params, flat_grads = joined([p for p, _ in self.params]), joined([g for _, g in self.params])
-        packed = flat_params is not None and flat_grads is not None
-        self.groups = [(flat_params, flat_grads)] if packed else self.params
+        if flat_params is not None and flat_grads is not None:
+            self.groups = [(flat_params, flat_grads)]
 
-    def zeros(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Zeroed state (a running average, say) twice over: one array per group of
-        ``groups``, which the step updates, and views of the same memory per parameter, which
-        :meth:`state` names."""
+    def _zeroed_state(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Zeroed state (a running average, say) twice over: one array per group of ``groups``,
+        which the step updates, and views of the same memory per parameter, which :meth:`state`
+        names (so checkpoints name each parameter's arrays, packed or not)."""
         arrays = [np.zeros_like(p) for p, _ in self.groups]
         if self.groups is self.params:
             return arrays, arrays
@@ -125,7 +129,8 @@ class SGD(Optimizer):
         if nesterov and not momentum:
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov = momentum, nesterov
-        self.velocity_groups, self.velocity = self.zeros()
+        # Per group for the step, per parameter for state(): the same memory.
+        self.velocity_groups, self.velocity = self._zeroed_state()
         # Scratch space reused every step: the update runs without allocating temporaries.
         self.work = [np.empty_like(p) for p, _ in self.groups]
         self.decayed = [np.empty_like(p) for p, _ in self.groups] if weight_decay else self.work
@@ -156,10 +161,10 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015): per-parameter steps scaled by running gradient moments."""
 
-    #: Steps between two :func:`flush_subnormals` of the first moment. A value that decays past
-    #: float32's normal range stays subnormal for at most this many steps, and the flush's three
-    #: passes, a sixth of the MLP's Adam step, are paid once in eight (0.20 -> 0.17 ms a step).
-    #: By the step count, which checkpoints keep, so a resumed run flushes on the same steps.
+    #: Steps between two :func:`flush_subnormals` of the first moment: a value that decays past
+    #: float32's normal range stays subnormal for at most ``FLUSH_EVERY - 1`` steps, and the
+    #: flush's three passes, about a sixth of the MLP's update, are paid once in eight. Counted by
+    #: the step number, which checkpoints keep, so a resumed run flushes on the same steps.
     FLUSH_EVERY = 8
 
     def __init__(
@@ -174,8 +179,9 @@ class Adam(Optimizer):
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.t = 0
-        self.m_groups, self.m = self.zeros()
-        self.s_groups, self.s = self.zeros()
+        # Per group for the step, per parameter for state(): the same memory.
+        self.m_groups, self.m = self._zeroed_state()
+        self.s_groups, self.s = self._zeroed_state()
         # Scratch space reused every step: the update runs without allocating temporaries.
         self.work = [np.empty_like(p) for p, _ in self.groups]
         self.decayed = [np.empty_like(p) for p, _ in self.groups] if weight_decay else self.work

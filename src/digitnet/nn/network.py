@@ -57,11 +57,6 @@ class Network:
         self.mean, self.std = float(mean), float(std)
         self.class_names = list(class_names)
         self.metadata = dict(metadata or {})
-        # All parameters in one array, all gradients in another: an optimiser step then makes
-        # one pass over all of them per operation (digitnet.nn.packing). A replica's shared
-        # parameters are already packed and stay as they are; its own gradients get their array.
-        pack(layer.params for layer in self.layers)
-        pack(layer.grads for layer in self.layers)
         self._mark_layers_needing_input_grad()
         self._training_steps: tuple[list[Layer], list[Layer]] = ([], [])  # (layers, the steps built from them)
 
@@ -93,6 +88,15 @@ class Network:
             std=self.std,
             class_names=self.class_names,
         )
+
+    def pack_parameters(self) -> None:
+        """Keep all parameters in one flat array and all gradients in another
+        (:mod:`digitnet.nn.packing`), so that an optimiser built afterwards updates all of them with
+        one NumPy call per pass. Values do not change; arrays taken from the layers before the call
+        are no longer theirs, so training calls it just before it builds its optimiser. Does
+        nothing when they are packed already."""
+        pack(layer.params for layer in self.layers)
+        pack(layer.grads for layer in self.layers)
 
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(name, parameter, gradient)`` for every trainable array, in a fixed order."""

@@ -4,9 +4,10 @@ An optimiser step makes a dozen whole-array passes (Adam: the two running averag
 root, the division, ...). Over a network's parameters one array at a time, that is a dozen NumPy
 calls per array: the MLP's 128 and 10 biases and its 1,280-value second layer cost as many calls as
 its 100,352 first-layer weights. Kept as consecutive pieces of one array, all of them take one call
-per pass (with the cheaper flush of subnormals in :mod:`digitnet.optim`, the default MLP's update
-went from 0.25 to 0.19 ms a step with one BLAS thread: ``python benchmarks/speed.py mlp-step``,
-BENCHMARKS.md issue 12). Every layer still sees its own arrays, now views of its piece.
+per pass. :meth:`digitnet.nn.Network.pack_parameters` does it before training builds its
+optimiser; every layer still sees its own arrays, now views of its piece. (With the optimiser's
+other changes of issue 12, the default MLP's update went from 0.35 to 0.20 ms a step with two
+threads: ``python benchmarks/speed.py mlp-step``, BENCHMARKS.md.)
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def joined(arrays: Sequence[np.ndarray]) -> np.ndarray | None:
     if not arrays:
         return None
     flat = arrays[0].base
-    if flat is None or flat.ndim != 1 or not flat.flags.c_contiguous:
+    # Not every base is an array: unpickled arrays sit on bytes, memory-mapped ones on an mmap.
+    if not isinstance(flat, np.ndarray) or flat.ndim != 1 or not flat.flags.c_contiguous:
         return None
     address = flat.__array_interface__["data"][0]
     end = address + flat.nbytes
@@ -37,8 +39,8 @@ def pack(groups: Iterable[dict[str, np.ndarray]]) -> None:
     """Move the arrays of ``groups`` (name -> array dicts, such as each layer's ``params``) into one
     new flat array, replacing each dict entry by a view of its piece; the values do not change.
 
-    Left as they are when they already are the pieces of one array (a replica's parameters, which
-    it shares with its network), or when they mix dtypes.
+    Left as they are when they already are the pieces of one array, or when they mix dtypes.
+    Anyone holding the old arrays (an optimiser built before) no longer holds the dicts' arrays.
     """
     groups = list(groups)
     arrays = [array for group in groups for array in group.values()]
