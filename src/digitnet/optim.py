@@ -49,10 +49,11 @@ def flush_subnormals(values: np.ndarray, work: np.ndarray) -> None:
 def subtract_update(param: np.ndarray, update: np.ndarray) -> None:
     """``param -= update``, computed into ``update`` (overwritten) and then copied into ``param``.
 
-    Why not in place: a product on several BLAS threads leaves the parameters it read in every
-    core's cache, and an in-place read-modify-write then takes their cache lines back one at a time.
-    For the MLP's 101,770 values after a two-thread product: 0.13 ms in place, 0.04 ms this way;
-    0.01 ms slower with one thread (Intel AVX-512 host, BENCHMARKS.md issue 12). Same numbers.
+    Why not in place: after a product on several BLAS threads has read the parameters, an in-place
+    read-modify-write of them is slow (most likely because every core's cache holds their lines,
+    and each must be taken back before it is written). For the MLP's 101,770 values after a
+    two-thread product: 0.13 ms in place, 0.04 ms this way; 0.01 ms slower with one thread (Intel
+    AVX-512 host, BENCHMARKS.md issue 12). The numbers are the same either way.
     """
     np.subtract(param, update, out=update)
     np.copyto(param, update)
