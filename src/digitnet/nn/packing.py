@@ -46,12 +46,10 @@ def pack(groups: Iterable[dict[str, np.ndarray]]) -> None:
     arrays = [array for group in groups for array in group.values()]
     if not arrays or joined(arrays) is not None or len({array.dtype for array in arrays}) != 1:
         return
-    flat = np.concatenate([array.ravel() for array in arrays])
-    offset = 0
+    views = iter(pieces(np.concatenate([array.ravel() for array in arrays]), arrays))
     for group in groups:
-        for name, array in group.items():
-            group[name] = flat[offset : offset + array.size].reshape(array.shape)
-            offset += array.size
+        for name in group:
+            group[name] = next(views)
 
 
 def pieces(flat: np.ndarray, like: Sequence[np.ndarray]) -> list[np.ndarray]:
