@@ -506,8 +506,6 @@ def mlp_step_epoch(data, pixel_stats: tuple[float, float], seed: int) -> dict[st
     config = default_config()
     rng = np.random.default_rng(seed)
     network = build_mlp(rng=rng, mean=pixel_stats[0], std=pixel_stats[1])
-    if hasattr(network, "pack_parameters"):  # as digitnet.train does (commits before it had none)
-        network.pack_parameters()
     optimiser = make_optimizer(config.optimizer, [(p, g) for _, p, g in network.parameters()], config.lr)
     loss = SoftmaxCrossEntropy(config.label_smoothing)
     x, labels = network.prepare(data.train_images), data.train_labels.astype(np.int64)

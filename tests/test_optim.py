@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from digitnet.nn.packing import pieces
 from digitnet.optim import SGD, Adam, constant, cosine, make_optimizer, make_schedule, step_decay
 
 
@@ -117,53 +116,47 @@ def test_running_averages_of_a_gradient_that_stopped_reach_zero_not_a_subnormal(
     assert average[1] >= tiny
 
 
-def packed_pairs(shapes, rng, dtype=np.float32):
-    """(parameter, gradient) views of two flat arrays, as digitnet.nn.packing lays out a network's."""
-    sizes = [int(np.prod(shape)) for shape in shapes]
-    flat_params = rng.standard_normal(sum(sizes)).astype(dtype)
-    flat_grads = np.zeros(sum(sizes), dtype=dtype)
-    like = [np.empty(shape) for shape in shapes]
-    return list(zip(pieces(flat_params, like), pieces(flat_grads, like)))
-
-
 OPTIMISERS = {
     "adam": lambda pairs: Adam(pairs, lr=1e-2, weight_decay=1e-3),
     "nesterov": lambda pairs: SGD(pairs, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "momentum": lambda pairs: SGD(pairs, lr=1e-2, momentum=0.9),
     "sgd": lambda pairs: SGD(pairs, lr=1e-2),
 }
 
 
 @pytest.mark.parametrize("name", OPTIMISERS)
-def test_packed_parameters_take_one_pass_and_the_same_steps_as_separate_arrays(name):
-    """Packed parameters (one flat array, views per parameter) are updated as one group, and to
-    the same numbers as the same parameters kept in separate arrays; state() still names each
-    parameter's arrays, and load_state() restores them into the flat ones."""
+def test_parameters_updated_together_take_the_same_steps_as_each_alone(name):
+    """One optimiser over four parameters (its averages one flat array, a piece for each) moves
+    every parameter exactly as an optimiser over that parameter alone; state() names each
+    parameter's arrays, and a fresh optimiser given them takes the same next step."""
     rng = np.random.default_rng(0)
-    packed = packed_pairs([(7, 5), (5,), (5, 3), (3,)], rng)
-    separate = [(p.copy(), g.copy()) for p, g in packed]
-    fast, slow = OPTIMISERS[name](packed), OPTIMISERS[name](separate)
-    assert len(fast.groups) == 1 and len(slow.groups) == 4
+    shapes = [(7, 5), (5,), (5, 3), (3,)]
+    together = [(rng.standard_normal(shape).astype(np.float32), np.zeros(shape, np.float32)) for shape in shapes]
+    alone = [(p.copy(), g.copy()) for p, g in together]
+    joint, singles = OPTIMISERS[name](together), [OPTIMISERS[name]([pair]) for pair in alone]
     for _ in range(20):  # past Adam's first flush of subnormals
-        for (_, g_fast), (_, g_slow) in zip(packed, separate):
-            g_fast[...] = g_slow[...] = rng.standard_normal(g_fast.shape)
-        fast.step()
-        slow.step()
-    for (p_fast, _), (p_slow, _) in zip(packed, separate):
-        np.testing.assert_array_equal(p_fast, p_slow)
-    state = fast.state()
-    assert state.keys() == slow.state().keys()
-    for key, value in slow.state().items():
-        np.testing.assert_array_equal(state[key], value)
+        for (_, g_together), (_, g_alone) in zip(together, alone):
+            g_together[...] = g_alone[...] = rng.standard_normal(g_alone.shape)
+        joint.step()
+        for single in singles:
+            single.step()
+    for (p_together, _), (p_alone, _) in zip(together, alone):
+        np.testing.assert_array_equal(p_together, p_alone)
+    state = joint.state()
+    for i, single in enumerate(singles):
+        for key, value in single.state().items():
+            expected = state[key] if key == "t" else state[key.rstrip("0") + str(i)]
+            np.testing.assert_array_equal(expected, value)
     # A fresh optimiser given that state takes the same next step as the one it came from.
-    before = [p.copy() for p, _ in packed]
-    fast.step()
-    after = [p.copy() for p, _ in packed]
-    for (p, _), value in zip(packed, before):
+    before = [p.copy() for p, _ in together]
+    joint.step()
+    after = [p.copy() for p, _ in together]
+    for (p, _), value in zip(together, before):
         p[...] = value
-    fresh = OPTIMISERS[name](packed)
+    fresh = OPTIMISERS[name](together)
     fresh.load_state(state)
     fresh.step()
-    for (p, _), value in zip(packed, after):
+    for (p, _), value in zip(together, after):
         np.testing.assert_array_equal(p, value)
 
 

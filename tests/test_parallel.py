@@ -105,11 +105,8 @@ def test_a_batch_with_fewer_examples_than_threads_runs_alone_and_the_next_batch_
         parallel.close()
 
 
-@pytest.mark.parametrize("packed", [False, True], ids=["separate", "packed"])
-def test_replicas_read_the_networks_parameters_and_keep_their_own_gradients(rng, packed):
+def test_replicas_read_the_networks_parameters_and_keep_their_own_gradients(rng):
     network = every_layer_cnn(rng)
-    if packed:
-        network.pack_parameters()
     before = network.parameters()  # an optimiser built now holds these arrays
     twin = network.replica()
     for (name, value, grad), (_, now, now_grad), (_, twin_value, twin_grad) in zip(

@@ -19,8 +19,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .nn.packing import joined, pieces
-
 ParamPairs = Sequence[tuple[np.ndarray, np.ndarray]]
 
 
@@ -60,39 +58,62 @@ def subtract_update(param: np.ndarray, update: np.ndarray) -> None:
 
 
 class Optimizer:
-    """Base class: keeps the parameter pairs, the learning rate and the weight decay."""
+    """Base class: keeps the parameter pairs, the learning rate and the weight decay.
+
+    The optimiser's own arrays (the running averages, the scratch space) are flat: one array as long
+    as all parameters together, with a view of its piece for each parameter. Every pass of an update
+    over them is one NumPy call, however many arrays the network has. Why: an update makes a dozen
+    whole-array passes (Adam: the two averages, the square root, the division, ...), and one call per
+    array made the MLP's 128 and 10 biases cost as many calls as its 100,352 first-layer weights.
+    Only reading the gradients and writing the new parameters go array by array; the network's
+    arrays stay its own (BENCHMARKS.md, issue 12).
+    """
 
     def __init__(self, params: ParamPairs, lr: float, weight_decay: float = 0.0) -> None:
         self.params = [(p, g) for p, g in params]
-        for p, g in self.params:  # packed pairs below would no longer catch a mismatch
+        for p, g in self.params:
             if p.shape != g.shape:
                 raise ValueError(f"a parameter of shape {p.shape} has a gradient of shape {g.shape}")
+        if len({p.dtype for p, _ in self.params}) > 1:
+            raise ValueError("the parameters must share one dtype")
         self.lr = lr
         self.weight_decay = weight_decay
-        # What a step works on: one (parameters, gradients) pair of flat arrays when the network
-        # keeps them packed (Network.pack_parameters), so that each pass is one NumPy call; else
-        # the pairs one by one.
-        self.groups: list[tuple[np.ndarray, np.ndarray]] = self.params
-        flat_params, flat_grads = joined([p for p, _ in self.params]), joined([g for _, g in self.params])
-        if flat_params is not None and flat_grads is not None:
-            self.groups = [(flat_params, flat_grads)]
+        # Scratch space, reused every step so that an update allocates nothing.
+        self.work, self._work_pieces = self._flat_zeros()
+        self._decayed = self._flat_zeros()[1] if weight_decay else []
 
-    def _zeroed_state(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Zeroed state (a running average, say) twice over: one array per group of ``groups``,
-        which the step updates, and views of the same memory per parameter, which :meth:`state`
-        names (so checkpoints name each parameter's arrays, packed or not)."""
-        arrays = [np.zeros_like(p) for p, _ in self.groups]
-        if self.groups is self.params:
-            return arrays, arrays
-        return arrays, pieces(arrays[0], [p for p, _ in self.params])
+    def _flat_zeros(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """A zeroed flat array for all parameters, and the view of its piece for each, shaped like it."""
+        dtype = self.params[0][0].dtype if self.params else np.float32
+        flat = np.zeros(sum(p.size for p, _ in self.params), dtype=dtype)
+        pieces, offset = [], 0
+        for p, _ in self.params:
+            pieces.append(flat[offset : offset + p.size].reshape(p.shape))
+            offset += p.size
+        return flat, pieces
 
-    def gradient(self, param: np.ndarray, grad: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """The gradient with L2 weight decay folded in (written to ``out`` if given and needed)."""
-        if self.weight_decay:
-            decayed = np.multiply(param, self.weight_decay, out=out)
+    def gradients(self) -> list[np.ndarray]:
+        """Each parameter's gradient, with L2 weight decay folded in when there is any. (Read
+        array by array where a pass needs them: copying them into one flat array first would cost
+        a pass more.)"""
+        if not self.weight_decay:
+            return [grad for _, grad in self.params]
+        for (param, grad), decayed in zip(self.params, self._decayed):
+            np.multiply(param, self.weight_decay, out=decayed)
             decayed += grad
-            return decayed
-        return grad
+        return self._decayed
+
+    def work_from(self, ufunc: np.ufunc, arrays: list[np.ndarray], other: list[np.ndarray] | float) -> np.ndarray:
+        """``self.work`` filled piece by piece with ``ufunc(arrays[i], other[i])`` (or ``other``
+        itself, a number), and returned."""
+        for i, (array, piece) in enumerate(zip(arrays, self._work_pieces)):
+            ufunc(array, other[i] if isinstance(other, list) else other, out=piece)
+        return self.work
+
+    def apply_update(self) -> None:
+        """Subtract ``self.work`` (the update, overwritten) from the parameters, one by one."""
+        for (param, _), update in zip(self.params, self._work_pieces):
+            subtract_update(param, update)
 
     def step(self) -> None:
         """Update every parameter in place from its current gradient."""
@@ -130,25 +151,28 @@ class SGD(Optimizer):
         if nesterov and not momentum:
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov = momentum, nesterov
-        # Per group for the step, per parameter for state(): the same memory.
-        self.velocity_groups, self.velocity = self._zeroed_state()
-        # Scratch space reused every step: the update runs without allocating temporaries.
-        self.work = [np.empty_like(p) for p, _ in self.groups]
-        self.decayed = [np.empty_like(p) for p, _ in self.groups] if weight_decay else self.work
+        # Flat for the step, a view per parameter for state(): the same memory.
+        self.velocity_flat, self.velocity = self._flat_zeros()
 
     def step(self) -> None:
-        for (param, grad), velocity, work, decayed in zip(self.groups, self.velocity_groups, self.work, self.decayed):
-            grad = self.gradient(param, grad, out=decayed)
-            direction = grad
-            if self.momentum:
-                velocity *= self.momentum
-                velocity += grad
-                flush_subnormals(velocity, work)
-                direction = velocity
-                if self.nesterov:  # g + mu * v
-                    direction = np.multiply(velocity, self.momentum, out=work)
-                    direction += grad
-            subtract_update(param, np.multiply(direction, self.lr, out=work))
+        grads = self.gradients()
+        if not self.momentum:
+            self.work_from(np.multiply, grads, self.lr)
+            self.apply_update()
+            return
+        velocity = self.velocity_flat
+        velocity *= self.momentum
+        for v, grad in zip(self.velocity, grads):
+            v += grad
+        flush_subnormals(velocity, self.work)
+        if self.nesterov:  # g + mu * v
+            direction = np.multiply(velocity, self.momentum, out=self.work)
+            for piece, grad in zip(self._work_pieces, grads):
+                piece += grad
+        else:
+            direction = velocity
+        np.multiply(direction, self.lr, out=self.work)
+        self.apply_update()
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"velocity{i}": v.copy() for i, v in enumerate(self.velocity)} if self.momentum else {}
@@ -180,12 +204,9 @@ class Adam(Optimizer):
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.t = 0
-        # Per group for the step, per parameter for state(): the same memory.
-        self.m_groups, self.m = self._zeroed_state()
-        self.s_groups, self.s = self._zeroed_state()
-        # Scratch space reused every step: the update runs without allocating temporaries.
-        self.work = [np.empty_like(p) for p, _ in self.groups]
-        self.decayed = [np.empty_like(p) for p, _ in self.groups] if weight_decay else self.work
+        # Flat for the step, a view per parameter for state(): the same memory.
+        self.m_flat, self.m = self._flat_zeros()
+        self.s_flat, self.s = self._flat_zeros()
 
     def step(self) -> None:
         self.t += 1
@@ -196,26 +217,23 @@ class Adam(Optimizer):
         # with the two constants below: two whole-array passes fewer.
         step_size = self.lr * math.sqrt(correction2) / correction1
         eps_hat = self.eps * math.sqrt(correction2)
-        for (param, grad), m, s, work, decayed in zip(
-            self.groups, self.m_groups, self.s_groups, self.work, self.decayed
-        ):
-            grad = self.gradient(param, grad, out=decayed)
-            # m = b1 m + (1 - b1) g
-            m *= self.beta1
-            m += np.multiply(grad, 1 - self.beta1, out=work)
-            if self.t % self.FLUSH_EVERY == 0:
-                flush_subnormals(m, work)
-            # s = b2 s + (1 - b2) g^2
-            s *= self.beta2
-            square = np.multiply(grad, grad, out=work)
-            square *= 1 - self.beta2
-            s += square
-            # p -= step_size * m / (sqrt(s) + eps_hat)
-            update = np.sqrt(s, out=work)
-            update += eps_hat
-            np.divide(m, update, out=update)
-            update *= step_size
-            subtract_update(param, update)
+        grads, m, s, work = self.gradients(), self.m_flat, self.s_flat, self.work
+        # m = b1 m + (1 - b1) g
+        m *= self.beta1
+        m += self.work_from(np.multiply, grads, 1 - self.beta1)
+        if self.t % self.FLUSH_EVERY == 0:
+            flush_subnormals(m, work)
+        # s = b2 s + (1 - b2) g^2
+        s *= self.beta2
+        square = self.work_from(np.multiply, grads, grads)
+        square *= 1 - self.beta2
+        s += square
+        # p -= step_size * m / (sqrt(s) + eps_hat)
+        update = np.sqrt(s, out=work)
+        update += eps_hat
+        np.divide(m, update, out=update)
+        update *= step_size
+        self.apply_update()
 
     def state(self) -> dict[str, np.ndarray]:
         moments = {f"m{i}": m.copy() for i, m in enumerate(self.m)} | {f"s{i}": s.copy() for i, s in enumerate(self.s)}

@@ -394,7 +394,6 @@ class _Step:
     def __init__(self, network: Network, config: TrainConfig, batches_per_epoch: int, workers: int = 1) -> None:
         self.network = network
         self.loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
-        network.pack_parameters()  # first: the optimiser and the replicas take the packed arrays
         pairs = [(value, grad) for _, value, grad in network.parameters()]
         self.optimizer = make_optimizer(
             config.optimizer, pairs, config.lr, momentum=config.momentum, weight_decay=config.weight_decay

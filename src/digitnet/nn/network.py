@@ -15,7 +15,6 @@ import numpy as np
 from .conv import fuse_for_training
 from .layers import Dense, Flatten, Layer, ReLU
 from .losses import softmax
-from .packing import pack
 
 #: Images per forward pass when predicting or scoring many. Why not more: a CNN's feature maps grow
 #: with the batch (5,000 images of the default CNN make a 230 MB first one; im2col is chunked
@@ -88,15 +87,6 @@ class Network:
             std=self.std,
             class_names=self.class_names,
         )
-
-    def pack_parameters(self) -> None:
-        """Keep all parameters in one flat array and all gradients in another
-        (:mod:`digitnet.nn.packing`), so that an optimiser built afterwards updates all of them with
-        one NumPy call per pass. Values do not change; arrays taken from the layers before the call
-        are no longer theirs, so training calls it just before it builds its optimiser. Does
-        nothing when they are packed already."""
-        pack(layer.params for layer in self.layers)
-        pack(layer.grads for layer in self.layers)
 
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(name, parameter, gradient)`` for every trainable array, in a fixed order."""
