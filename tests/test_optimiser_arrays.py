@@ -39,7 +39,8 @@ def test_training_keeps_the_layers_own_arrays_and_shares_no_memory_with_the_opti
     x = rng.standard_normal((8, 1, 28, 28)).astype(np.float32)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(digitnet.train, "make_optimizer", recording_make_optimizer)
-        train(network, x, rng.integers(0, 10, 8), TrainConfig(epochs=1, batch_size=8), rng, workers=workers)
+        config = TrainConfig(epochs=1, batch_size=8, optimizer="adam")
+        train(network, x, rng.integers(0, 10, 8), config, rng, workers=workers)
     (optimiser,) = built
     for (name, p, g), (_, p_now, g_now) in zip(before, network.parameters()):
         assert p_now is p and g_now is g, name

@@ -74,13 +74,15 @@ class Optimizer:
         for p, g in self.params:
             if p.shape != g.shape:
                 raise ValueError(f"a parameter of shape {p.shape} has a gradient of shape {g.shape}")
-        if len({p.dtype for p, _ in self.params}) > 1:
-            raise ValueError("the parameters must share one dtype")
+        dtypes = sorted({str(p.dtype) for p, _ in self.params})
+        if len(dtypes) > 1:
+            raise ValueError(f"the parameters must share one dtype, not {' and '.join(dtypes)}")
         self.lr = lr
         self.weight_decay = weight_decay
-        # Scratch space, reused every step so that an update allocates nothing.
+        # Scratch space, reused every step so that an update allocates nothing (the decayed
+        # gradients' too, so that a weight decay set later still has its arrays).
         self.work, self._work_pieces = self._flat_zeros()
-        self._decayed = self._flat_zeros()[1] if weight_decay else []
+        self._decayed = self._flat_zeros()[1]
 
     def _flat_zeros(self) -> tuple[np.ndarray, list[np.ndarray]]:
         """A zeroed flat array for all parameters, and the view of its piece for each, shaped like it."""
@@ -93,12 +95,12 @@ class Optimizer:
         return flat, pieces
 
     def gradients(self) -> list[np.ndarray]:
-        """Each parameter's gradient, with L2 weight decay folded in when there is any. (Read
-        array by array where a pass needs them: copying them into one flat array first would cost
-        a pass more.)"""
+        """Each parameter's gradient, with L2 weight decay folded in when there is any (then into
+        arrays of the optimiser's, overwritten at the next call). Read array by array where a pass
+        needs them: copying them into one flat array first would cost a pass more."""
         if not self.weight_decay:
             return [grad for _, grad in self.params]
-        for (param, grad), decayed in zip(self.params, self._decayed):
+        for (param, grad), decayed in zip(self.params, self._decayed, strict=True):
             np.multiply(param, self.weight_decay, out=decayed)
             decayed += grad
         return self._decayed
@@ -106,13 +108,14 @@ class Optimizer:
     def work_from(self, ufunc: np.ufunc, arrays: list[np.ndarray], other: list[np.ndarray] | float) -> np.ndarray:
         """``self.work`` filled piece by piece with ``ufunc(arrays[i], other[i])`` (or ``other``
         itself, a number), and returned."""
-        for i, (array, piece) in enumerate(zip(arrays, self._work_pieces)):
-            ufunc(array, other[i] if isinstance(other, list) else other, out=piece)
+        others = other if isinstance(other, Sequence) else [other] * len(arrays)
+        for array, second, piece in zip(arrays, others, self._work_pieces, strict=True):
+            ufunc(array, second, out=piece)
         return self.work
 
     def apply_update(self) -> None:
         """Subtract ``self.work`` (the update, overwritten) from the parameters, one by one."""
-        for (param, _), update in zip(self.params, self._work_pieces):
+        for (param, _), update in zip(self.params, self._work_pieces, strict=True):
             subtract_update(param, update)
 
     def step(self) -> None:
@@ -160,17 +163,16 @@ class SGD(Optimizer):
             self.work_from(np.multiply, grads, self.lr)
             self.apply_update()
             return
-        velocity = self.velocity_flat
-        velocity *= self.momentum
-        for v, grad in zip(self.velocity, grads):
-            v += grad
-        flush_subnormals(velocity, self.work)
+        self.velocity_flat *= self.momentum
+        for velocity, grad in zip(self.velocity, grads, strict=True):
+            velocity += grad
+        flush_subnormals(self.velocity_flat, self.work)
         if self.nesterov:  # g + mu * v
-            direction = np.multiply(velocity, self.momentum, out=self.work)
-            for piece, grad in zip(self._work_pieces, grads):
+            direction = np.multiply(self.velocity_flat, self.momentum, out=self.work)
+            for piece, grad in zip(self._work_pieces, grads, strict=True):
                 piece += grad
         else:
-            direction = velocity
+            direction = self.velocity_flat
         np.multiply(direction, self.lr, out=self.work)
         self.apply_update()
 
