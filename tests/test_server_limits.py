@@ -398,6 +398,10 @@ def open_idle_connections(port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
+#: A TCP connection attempt dropped by a full accept queue is retried after 1 s, then 2 s more.
+SYN_RETRIES_SECONDS = 3.5
+
+
 def timed_healthz(port: int) -> tuple[float, int]:
     start = time.monotonic()
     _, answer = exchange(port, request("GET", "/healthz", headers="Connection: close\r\n"), wait=5)
@@ -437,8 +441,11 @@ def test_more_idle_connections_than_file_descriptors_leave_healthz_answering_and
         for sock in sockets:
             sock.close()
         log = server.stop()
-    assert during[1] == 200 and during[0] < 1.0, during
-    assert after[1] == 200 and after[0] < 1.0, after
+    # Answered, not starved (before the guard: no answer in 5 s). Within 3.5 s, not 1: CI once
+    # measured 1.02 s (2 ms usually), most likely a connection attempt dropped while the flood still
+    # filled the kernel's accept queue and retried 1 s later, as TCP does (then 2 s more).
+    assert during[1] == 200 and during[0] < SYN_RETRIES_SECONDS, during
+    assert after[1] == 200 and after[0] < SYN_RETRIES_SECONDS, after
     assert peak[0] < limit, f"the server used {peak[0]} of its {limit} descriptors"
     assert fds_after < 64, f"{fds_after} descriptors still open: idle connections were not closed"
     assert "Too many open files" not in log and "out of system resource" not in log, log[:2000]
