@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -49,14 +51,28 @@ def trial(data, seed: int, images: int, lr: float, warmup: float, batch: int) ->
     }
 
 
+def positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` above zero."""
+
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above zero, not {text}")
+        return value
+
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, nargs="+", default=[33000], help="training images [33000: 0.6 epoch]")
-    parser.add_argument("--lr", type=float, nargs="+", default=[6e-3, 1.2e-2])
+    parser.add_argument("--images", type=positive(int), nargs="+", default=[33000], help="training images [33000]")
+    parser.add_argument("--lr", type=positive(float), nargs="+", default=[6e-3, 1.2e-2])
     parser.add_argument("--warmup", type=float, nargs="+", default=[0.2, 0.5], help="warm-up, fraction of the pass")
-    parser.add_argument("--batch", type=int, nargs="+", default=[128])
+    parser.add_argument("--batch", type=positive(int), nargs="+", default=[128])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args()
+    if any(not 0 <= warmup <= 1 for warmup in args.warmup):
+        parser.error("--warmup is a fraction of the pass, from 0 to 1")
     data = load_dataset("mnist")
     for images, lr, warmup, batch, seed in itertools.product(args.images, args.lr, args.warmup, args.batch, args.seeds):
         print(json.dumps(trial(data, seed, images, lr, warmup, batch)), flush=True)

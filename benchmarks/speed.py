@@ -62,6 +62,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cnn_vs_torch import load_images, numpy_cnn_steps, torch_cnn, torch_cnn_steps  # noqa: E402
 
+from digitnet.augment import STRENGTHS  # noqa: E402
+
 EPOCH_IMAGES = 55_000
 #: Seconds cnn-epoch waits before each system's turn (see there).
 IDLE_THREADS_PAUSE = 0.5
@@ -561,7 +563,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=usable_cores(), help="threads for PyTorch and BLAS [cores]")
     parser.add_argument("--digitnet-threads", default="auto", help="cnn-accuracy: digitnet's --threads [auto]")
     parser.add_argument(
-        "--digitnet-augment", default=None, help="cnn-accuracy: digitnet's --augment (none: whole epochs as PyTorch's)"
+        "--digitnet-augment",
+        choices=["none", *STRENGTHS],
+        default=None,
+        help="cnn-accuracy: digitnet's --augment [its recipe's] (none: whole epochs as PyTorch's)",
     )
     parser.add_argument("--batch-size", type=int, default=128, help="cnn-epoch [128]")
     parser.add_argument(
